@@ -1,0 +1,56 @@
+"""Image grids (diffusers' make_image_grid, plus a captioned one) and a blank/NaN check."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import numpy as np
+from diffusers.utils import make_image_grid
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["make_image_grid", "captioned_grid", "image_problems", "check_images"]
+
+
+def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], rows: int, cols: int) -> Image.Image:
+    """A rows x cols grid with each image's caption written under it, wrapped to the image's width."""
+    if len(images) != len(captions) or len(images) != rows * cols:
+        raise ValueError(f"Need rows*cols = {rows * cols} images and as many captions; "
+                         f"got {len(images)} images and {len(captions)} captions.")
+    font = ImageFont.load_default()
+    chars = max(8, images[0].width // 6)  # Pillow's default bitmap font is about 6 pixels per character
+    lines = [textwrap.wrap(c, chars) or [""] for c in captions]
+    line_h = 12
+    pad = line_h * max(len(x) for x in lines) + 6
+    cells = []
+    for img, text in zip(images, lines, strict=True):
+        cell = Image.new("RGB", (img.width, img.height + pad), "white")
+        cell.paste(img, (0, 0))
+        draw = ImageDraw.Draw(cell)
+        for i, line in enumerate(text):
+            draw.text((3, img.height + 3 + i * line_h), line, fill="black", font=font)
+        cells.append(cell)
+    return make_image_grid(cells, rows, cols)
+
+
+def image_problems(image) -> list[str]:
+    """What is wrong with one image (a PIL image or an array): NaN values, or blank (a single colour)."""
+    arr = np.asarray(image, dtype=np.float32)
+    problems = []
+    if np.isnan(arr).any():
+        problems.append("NaN values")
+    elif float(np.nanmax(arr) - np.nanmin(arr)) == 0.0:
+        problems.append("blank (one colour; in float16 a VAE overflow or the safety checker does this)")
+    return problems
+
+
+def check_images(images, expected: int | None = None) -> str:
+    """Check a batch: the expected count, and no blank or NaN image; returns a one-line verdict, raises if bad."""
+    images = list(images)
+    if expected is not None and len(images) != expected:
+        raise ValueError(f"Expected {expected} images, got {len(images)}.")
+    bad = {i: p for i, img in enumerate(images) if (p := image_problems(img))}
+    if bad:
+        detail = "; ".join(f"image {i}: {', '.join(p)}" for i, p in bad.items())
+        raise ValueError(f"{len(bad)} of {len(images)} images are unusable: {detail}")
+    return f"{len(images)} image{'s' if len(images) != 1 else ''}, none blank or NaN"

@@ -1,0 +1,236 @@
+"""Measuring memory: flush(), a peak-memory context manager, and a largest-batch finder."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .device import pick_device
+from .timing import Timing, time_it
+
+GiB = 1024**3
+MiB = 1024**2
+SAMPLE_INTERVAL = 0.002  # seconds between samples where memory is sampled (CPU, MPS)
+
+
+def flush() -> None:
+    """Free what can be freed before a measurement: Python garbage, the device cache, peak statistics."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+    if sys.platform.startswith("linux"):
+        # Hand freed heap pages back to the OS, so the next resident-memory reading starts low.
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+@dataclass
+class MemoryPeak:
+    """Peak memory during a block: ``peak`` in bytes, ``added`` = peak minus what was in use at the start."""
+
+    device: str
+    start: int = 0
+    peak: int = 0
+    method: str = ""
+
+    @property
+    def added(self) -> int:
+        return max(self.peak - self.start, 0)
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak / GiB
+
+    @property
+    def added_mib(self) -> float:
+        return self.added / MiB
+
+    def __str__(self) -> str:
+        return f"peak {self.peak / GiB:.2f} GiB ({self.added / MiB:,.0f} MiB above the start; {self.method})"
+
+    __repr__ = __str__
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, read: Callable[[], int], interval: float):
+        super().__init__(daemon=True)
+        self.read, self.interval = read, interval
+        self.peak = read()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak = max(self.peak, self.read())
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return max(self.peak, self.read())
+
+
+class peak_memory:
+    """Context manager measuring peak memory on a device; the result is a ``MemoryPeak``.
+
+    CUDA: exact, from ``torch.cuda.max_memory_allocated`` (tensors only, not the CUDA context).
+    MPS: the Metal driver's allocation, sampled every 2 ms.
+    CPU: the process's resident memory (RSS), sampled every 2 ms: it includes Python and the
+    libraries, and a spike shorter than the interval can be missed.
+    """
+
+    def __init__(self, device: str | torch.device | None = None, interval: float = SAMPLE_INTERVAL):
+        self.device = torch.device(device) if device is not None else pick_device()
+        self.interval = interval
+
+    def __enter__(self) -> MemoryPeak:
+        kind = self.device.type
+        if kind == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            start = torch.cuda.memory_allocated(self.device)
+            self.result = MemoryPeak(kind, start, 0, "torch.cuda.max_memory_allocated")
+            self._sampler = None
+        else:
+            read = torch.mps.driver_allocated_memory if kind == "mps" else _rss
+            what = "Metal driver memory" if kind == "mps" else "process RSS"
+            self._sampler = _Sampler(read, self.interval)
+            self.result = MemoryPeak(kind, self._sampler.peak, 0, f"{what}, sampled every {self.interval * 1000:g} ms")
+            self._sampler.start()
+        return self.result
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is None:
+            torch.cuda.synchronize(self.device)
+            self.result.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            if self.device.type == "mps":
+                torch.mps.synchronize()
+            self.result.peak = self._sampler.stop()
+
+
+def measure(fn: Callable[[], object], device: str | torch.device | None = None, repeats: int = 1,
+            warmup: int = 0, label: str = "", pipe=None) -> tuple[Timing, MemoryPeak]:
+    """Time ``fn`` like ``time_it`` and record the peak memory of the timed runs (warm-up runs come first)."""
+    for _ in range(warmup):
+        fn()
+    flush()
+    with peak_memory(device) as peak:
+        timing = time_it(fn, repeats=repeats, warmup=0, label=label, pipe=pipe)
+    return timing, peak
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception is an out-of-memory error (CUDA, MPS or the CPU allocator)."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+@dataclass
+class BatchSearch:
+    """The largest batch that fitted, with every trial: batch, fits, memory added (bytes), reason."""
+
+    max_batch: int
+    budget: int | None
+    trials: list[dict] = field(default_factory=list)
+
+    def frame(self):
+        """The trials as a pandas DataFrame."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.trials).set_index("batch").sort_index()
+        df["added MiB"] = (df.pop("added") / MiB).round(1)
+        return df
+
+    def consistent(self) -> bool:
+        """Every trial up to ``max_batch`` fitted (within the budget), and every larger one did not."""
+        return all(
+            t["fits"] == (t["batch"] <= self.max_batch)
+            and (not t["fits"] or self.budget is None or t["added"] <= self.budget)
+            for t in self.trials
+        )
+
+    def __str__(self) -> str:
+        budget = f"a budget of {self.budget / MiB:,.0f} MiB" if self.budget else "the device's memory"
+        return f"largest batch that fits {budget}: {self.max_batch} ({len(self.trials)} trials)"
+
+    __repr__ = __str__
+
+
+def find_max_batch(
+    run: Callable[[int], object],
+    budget: int | None = None,
+    start: int = 1,
+    limit: int = 64,
+    device: str | torch.device | None = None,
+) -> BatchSearch:
+    """Largest batch size ``b`` for which ``run(b)`` neither runs out of memory nor adds more than ``budget`` bytes.
+
+    Doubles the batch from ``start`` until a failure or ``limit``, then bisects. Out-of-memory
+    errors are caught and the memory freed; any other error is raised.
+    """
+    if start < 1 or limit < start:
+        raise ValueError(f"Need 1 <= start <= limit, got start={start}, limit={limit}.")
+    if budget is not None and budget <= 0:
+        raise ValueError(f"The memory budget must be positive, got {budget}.")
+    search = BatchSearch(0, budget)
+
+    def fits(batch: int) -> bool:
+        flush()
+        reason, measured = "ok", None
+        try:
+            with peak_memory(device) as measured:
+                run(batch)
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is expected; others re-raised
+            if not is_out_of_memory(err):
+                raise
+            reason = "out of memory"
+        finally:
+            flush()
+        ok = reason == "ok"
+        if ok and budget is not None and measured.added > budget:
+            ok, reason = False, "over budget"
+        search.trials.append({"batch": batch, "fits": ok, "added": measured.added if measured else 0, "reason": reason})
+        return ok
+
+    good, top = 0, None
+    batch = start
+    while batch <= limit:
+        if not fits(batch):
+            top = batch
+            break
+        good = batch
+        batch *= 2
+    if good == 0:
+        return search
+    if top is None:  # every doubling up to the limit fitted: try the limit itself
+        if good == limit:
+            top = limit + 1
+        elif fits(limit):
+            good, top = limit, limit + 1
+        else:
+            top = limit
+    while top - good > 1:
+        mid = (good + top) // 2
+        if fits(mid):
+            good = mid
+        else:
+            top = mid
+    search.max_batch = good
+    return search

@@ -1,0 +1,171 @@
+"""Choosing a model and loading it as a diffusers pipeline: a hub id, a local folder, or a preset."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+from .device import as_dtype, pick_device
+from .errors import TutorialError
+
+REAL_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+FINE_TUNED_VAE = "stabilityai/sd-vae-ft-mse"
+PROMPT = "portrait photo of a old warrior chief"
+PRESET_NAMES = ("tiny", "sd15-random")
+# Hub ids that were removed, and where the model lives now.
+RENAMED = {"runwayml/stable-diffusion-v1-5": REAL_MODEL}
+ENV_VAR = "TUTORIAL_MODEL"
+
+
+def default_model(device: str | torch.device | None = None) -> tuple[str, str]:
+    """The model to use when none is given, and why: TUTORIAL_MODEL, else by device."""
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR], f"from ${ENV_VAR}"
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type in ("cuda", "mps"):
+        return REAL_MODEL, f"default on {device.type}"
+    return "tiny", "default on CPU, where the real model takes minutes per image"
+
+
+def resolve_model(model: str | None = None, device: str | torch.device | None = None) -> tuple[str, str]:
+    """Normalise a model spec to (spec, reason): an explicit argument, else TUTORIAL_MODEL, else the default."""
+    reason = "chosen explicitly"
+    if model is None:
+        model, reason = default_model(device)
+    model = model.strip()
+    if model in RENAMED:
+        print(f"Note: {model!r} was removed from the Hub; using its new home {RENAMED[model]!r}.")
+        model = RENAMED[model]
+    if model in PRESET_NAMES:
+        return model, reason
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise TutorialError(f"{model!r} is a file; give the folder that holds model_index.json.")
+        if not any(path.rglob("*.safetensors")):
+            raise TutorialError(
+                f"{model!r} has no .safetensors weights; this tutorial only loads safetensors "
+                "(convert the checkpoint, or pick a hub id or a preset such as 'tiny')."
+            )
+        return str(path), reason
+    if model.count("/") == 1 and all(model.split("/")):
+        return model, reason
+    raise TutorialError(
+        f"Unknown model {model!r}: use a preset ({', '.join(PRESET_NAMES)}), "
+        "a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."
+    )
+
+
+@contextlib.contextmanager
+def quiet_logs():
+    """Inside the block only, show just errors from transformers and diffusers (no notices or warnings)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = [(lib, lib.get_verbosity()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in levels:
+        lib.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for lib, level in levels:
+            lib.set_verbosity(level)
+
+
+def _hub_error(spec: str, err: Exception) -> TutorialError:
+    return TutorialError(
+        f"Could not load {spec!r} from the Hugging Face Hub (unreachable, or not cached; {type(err).__name__}). "
+        f"Without the Hub, set {ENV_VAR}=tiny or {ENV_VAR}=sd15-random; once the model is cached, "
+        "set HF_HUB_OFFLINE=1 to load it without the network."
+    )
+
+
+def from_pretrained(cls, spec: str, **kwargs):
+    """Call ``cls.from_pretrained`` with safetensors only, turning network failures into a one-line error."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    kwargs.setdefault("use_safetensors", True)
+    try:
+        with quiet_logs():
+            return cls.from_pretrained(spec, **kwargs)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, TimeoutError) as err:
+        raise _hub_error(spec, err) from None
+    except OSError as err:
+        # diffusers re-raises most download problems as OSError with an explanatory message.
+        if Path(spec).exists():
+            raise TutorialError(f"Could not load the local model {spec!r}: {err}") from None
+        raise _hub_error(spec, err) from None
+
+
+def load_pipeline(
+    model: str | None = None,
+    dtype: str | torch.dtype | None = torch.float32,
+    device: str | torch.device | None = None,
+    quiet: bool = False,
+):
+    """Load a Stable Diffusion pipeline (hub id, local folder or preset) in ``dtype`` on ``device``.
+
+    Progress bars are turned off, so timed and compared outputs stay clean; turn them back
+    on with ``pipe.set_progress_bar_config(disable=False)``.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = as_dtype(dtype, device)
+    spec, reason = resolve_model(model, device)
+    if not quiet:
+        print(f"Model: {spec} ({reason}; set {ENV_VAR} or pass model= to change) on {device.type}, {dtype}")
+    with quiet_logs():
+        if spec in PRESET_NAMES:
+            from . import presets
+
+            pipe = presets.PRESETS[spec]()
+        else:
+            from diffusers import DiffusionPipeline
+
+            pipe = from_pretrained(DiffusionPipeline, spec, dtype=dtype)
+        pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.register_to_config(_name_or_path=spec)
+    return pipe
+
+
+def model_name(pipe) -> str:
+    """The spec a pipeline was loaded from ('tiny', 'sd15-random', a hub id or a folder)."""
+    return pipe.config.get("_name_or_path") or "?"
+
+
+def is_preset(pipe) -> bool:
+    """Whether the pipeline is an embedded preset (random weights, no hub)."""
+    return model_name(pipe) in PRESET_NAMES
+
+
+def load_vae(pipe, repo: str = FINE_TUNED_VAE):
+    """The fine-tuned VAE from the hub in the pipeline's dtype and device; a same-shape stand-in for presets."""
+    name = model_name(pipe)
+    if name in PRESET_NAMES:
+        from . import presets
+
+        print(f"{name} preset: using an embedded stand-in VAE of the same shape instead of {repo}.")
+        vae = presets.STAND_IN_VAES[name]()
+    else:
+        from diffusers import AutoencoderKL
+
+        vae = from_pretrained(AutoencoderKL, repo, dtype=pipe.dtype)
+    with quiet_logs():
+        return vae.to(device=pipe.device, dtype=pipe.dtype)
+
+
+def get_inputs(prompt: str | list[str] = PROMPT, batch_size: int = 1, steps: int = 20, seed: int = 0) -> dict:
+    """The guide's ``get_inputs``: the prompt repeated, one CPU generator per image (seeds seed..seed+n-1), steps."""
+    from .device import make_generators
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps (num_inference_steps) must be a whole number >= 1, got {steps!r}.")
+    prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != batch_size:
+        raise ValueError(f"Got {len(prompts)} prompts for a batch of {batch_size}.")
+    return {"prompt": prompts, "generator": make_generators(batch_size, seed), "num_inference_steps": steps}

@@ -1,0 +1,82 @@
+"""Timing a call: warm-up rounds, then median/min/max over repeats, with the device synchronised."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# torch.utils.benchmark's clock: it synchronises CUDA/MPS before reading the time.
+from torch.utils.benchmark.utils.timer import timer as _clock
+
+
+@dataclass
+class Timing:
+    """Seconds per call over repeats; ``value`` is what the last call returned."""
+
+    times: list[float]
+    value: Any = field(default=None, repr=False)
+    label: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def max(self) -> float:
+        return max(self.times)
+
+    def __str__(self) -> str:
+        head = f"{self.label}: " if self.label else ""
+        if len(self.times) == 1:
+            return f"{head}{self.median:.3f} s (1 run)"
+        return f"{head}{self.median:.3f} s (median of {len(self.times)}; min {self.min:.3f}, max {self.max:.3f})"
+
+    __repr__ = __str__
+
+
+@contextlib.contextmanager
+def no_progress_bar(pipe):
+    """Turn a diffusers pipeline's progress bar off inside the block, then restore its setting."""
+    if pipe is None:
+        yield
+        return
+    before = dict(getattr(pipe, "_progress_bar_config", {}))
+    pipe.set_progress_bar_config(**{**before, "disable": True})
+    try:
+        yield
+    finally:
+        pipe._progress_bar_config = before
+
+
+def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, label: str = "", pipe=None) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; progress bars off if ``pipe`` is given."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"Need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    times = []
+    with no_progress_bar(pipe):
+        for _ in range(warmup):
+            fn()
+        for _ in range(repeats):
+            start = _clock()
+            value = fn()
+            times.append(_clock() - start)
+    return Timing(times, value, label)
+
+
+class Timer:
+    """A stopwatch for a block: ``with Timer() as t: ...`` then ``t.seconds`` (device synchronised)."""
+
+    def __enter__(self) -> Timer:
+        self.seconds = None
+        self._start = _clock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = _clock() - self._start

@@ -1,0 +1,80 @@
+"""Execute the tutorial notebooks in order into build/ (never touching notebooks/), then print a summary.
+
+Usage: python scripts/run_notebooks.py [NOTEBOOK ...]   (default: notebooks/[0-9][0-9]_*.ipynb)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = "efficient-diffusion"  # installed into the virtual environment by `make setup`
+
+
+def summary_lines(nb) -> list[str]:
+    """The text of every output of cells tagged 'summary': the measured tables."""
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "summary" not in cell.metadata.get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain")
+            if text:
+                lines.append(text.rstrip())
+    return lines
+
+
+def run(path: Path, out_dir: Path, kernel: str) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    kernelspec = nb.metadata.get("kernelspec")
+    client = NotebookClient(nb, timeout=3600, kernel_name=kernel, record_timing=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    ok = True
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        ok = False
+        print(f"  FAILED: {str(err).strip().splitlines()[-1]}")
+    seconds = time.perf_counter() - start
+    if kernelspec:  # keep the notebook's own kernel (Colab and Jupyter users open the executed copy too)
+        nb.metadata["kernelspec"] = kernelspec
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_dir / path.name)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    print(f"{path.name}: {'ran' if ok else 'stopped with an error'} in {seconds:.0f} s -> "
+          f"{(out_dir / path.name).relative_to(ROOT)} and .html")
+    for line in summary_lines(nb):
+        print("  " + line.replace("\n", "\n  "))
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, default=ROOT / "build", help="where executed copies go (default build/)")
+    parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel name (default {KERNEL})")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    if args.out.resolve() == (ROOT / "notebooks").resolve():
+        parser.error("--out must not be notebooks/: the tutorial's own files are never overwritten")
+    results = [run(p.resolve(), args.out.resolve(), args.kernel) for p in paths]
+    print(f"{sum(results)} of {len(results)} notebooks ran; executed copies in {args.out.resolve().relative_to(ROOT)}/")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import captioned_grid, check_images, image_problems, make_image_grid
+
+
+def noise(seed=0, size=32):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+def test_make_image_grid_is_diffusers_own():
+    import diffusers.utils
+
+    assert make_image_grid is diffusers.utils.make_image_grid
+    assert make_image_grid([noise(i) for i in range(4)], 2, 2).size == (64, 64)
+
+
+def test_captioned_grid_adds_a_caption_band():
+    grid = captioned_grid([noise(i) for i in range(4)], ["the oldest", "a old", "a", "a young"], 2, 2)
+    assert grid.width == 64 and grid.height > 64
+    band = np.asarray(grid)[32:40, :32]  # under the first image: white with black text
+    assert band.max() == 255 and band.min() < 128
+
+
+def test_captioned_grid_needs_matching_counts():
+    with pytest.raises(ValueError, match="captions"):
+        captioned_grid([noise()] * 4, ["a", "b"], 2, 2)
+
+
+def test_blank_and_nan_images_are_flagged():
+    assert image_problems(noise()) == []
+    assert "blank" in image_problems(Image.new("RGB", (8, 8), "black"))[0]
+    arr = np.zeros((8, 8, 3), dtype=np.float32)
+    arr[0, 0, 0] = np.nan
+    assert image_problems(arr) == ["NaN values"]
+
+
+def test_check_images_verdicts():
+    assert check_images([noise(0), noise(1)], expected=2) == "2 images, none blank or NaN"
+    with pytest.raises(ValueError, match="Expected 3 images, got 2"):
+        check_images([noise(0), noise(1)], expected=3)
+    with pytest.raises(ValueError, match="image 1: blank"):
+        check_images([noise(0), Image.new("RGB", (8, 8))])

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers import find_max_batch, flush, is_out_of_memory, peak_memory
+from helpers.memory import MiB
+
+
+class FakePipeline:
+    """Raises CUDA's out-of-memory error above a batch size, like a too-small GPU."""
+
+    def __init__(self, fits_up_to: int):
+        self.fits_up_to, self.calls = fits_up_to, []
+
+    def __call__(self, batch: int):
+        self.calls.append(batch)
+        if batch > self.fits_up_to:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return ["image"] * batch
+
+
+@pytest.mark.parametrize("fits_up_to", [1, 3, 8, 13, 40])
+def test_finder_catches_out_of_memory(fits_up_to):
+    fake = FakePipeline(fits_up_to)
+    search = find_max_batch(fake, limit=64, device="cpu")
+    assert search.max_batch == fits_up_to
+    assert search.consistent()
+    assert {t["reason"] for t in search.trials if not t["fits"]} == {"out of memory"}
+    assert len(fake.calls) <= 2 * 7  # doubling then bisection, not a linear scan
+
+
+def test_finder_stops_at_the_limit():
+    search = find_max_batch(FakePipeline(1000), limit=10, device="cpu")
+    assert search.max_batch == 10 and search.consistent()
+
+
+def test_finder_reports_zero_when_nothing_fits():
+    assert find_max_batch(FakePipeline(0), device="cpu").max_batch == 0
+
+
+def test_finder_respects_a_memory_budget():
+    def run(batch):  # about 40 MiB per image, held until the end of the call
+        blocks = [np.ones(40 * MiB, dtype=np.uint8) for _ in range(batch)]
+        return sum(int(b[0]) for b in blocks)
+
+    search = find_max_batch(run, budget=200 * MiB, limit=16, device="cpu")
+    assert 2 <= search.max_batch <= 5
+    assert search.consistent()
+    assert any(t["reason"] == "over budget" for t in search.trials)
+    assert search.frame().loc[search.max_batch, "fits"]
+
+
+def test_finder_lets_other_errors_through():
+    def broken(batch):
+        raise KeyError("not memory")
+
+    with pytest.raises(KeyError):
+        find_max_batch(broken, device="cpu")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"start": 0}, "start"), ({"start": 5, "limit": 2}, "start"),
+                                               ({"budget": 0}, "budget")])
+def test_finder_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        find_max_batch(lambda b: None, device="cpu", **kwargs)
+
+
+def test_out_of_memory_detection():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_peak_memory_sees_a_cpu_allocation():
+    flush()
+    with peak_memory("cpu") as small:
+        pass
+    with peak_memory("cpu") as big:
+        block = np.ones(300 * MiB, dtype=np.uint8)
+        block.sum()
+        del block
+    assert big.added > 250 * MiB
+    assert small.added < 100 * MiB
+    assert "RSS" in big.method and "GiB" in str(big)
+
+
+def test_measure_times_and_records_peak():
+    from helpers import measure
+
+    calls = []
+
+    def work():
+        calls.append(1)
+        block = np.ones(200 * MiB, dtype=np.uint8)
+        return int(block[0])
+
+    timing, peak = measure(work, device="cpu", repeats=2, warmup=1)
+    assert len(calls) == 3 and len(timing.times) == 2 and timing.value == 1
+    assert peak.added > 150 * MiB

@@ -1,0 +1,166 @@
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import REAL_MODEL, TutorialError, load_pipeline, load_vae, model_name, presets, resolve_model
+
+
+def test_explicit_argument_wins_over_env(monkeypatch):
+    monkeypatch.setenv("TUTORIAL_MODEL", "sd15-random")
+    assert resolve_model("tiny", "cpu") == ("tiny", "chosen explicitly")
+
+
+def test_env_var_wins_over_default(monkeypatch):
+    monkeypatch.setenv("TUTORIAL_MODEL", "sd15-random")
+    spec, reason = resolve_model(None, "cpu")
+    assert spec == "sd15-random" and "TUTORIAL_MODEL" in reason
+
+
+def test_default_depends_on_device(monkeypatch):
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    assert resolve_model(None, "cpu")[0] == "tiny"
+    assert resolve_model(None, "cuda")[0] == REAL_MODEL
+    assert resolve_model(None, "mps")[0] == REAL_MODEL
+
+
+def test_removed_hub_id_is_mapped_with_a_notice(capsys):
+    assert resolve_model("runwayml/stable-diffusion-v1-5")[0] == REAL_MODEL
+    assert "removed" in capsys.readouterr().out
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(TutorialError, match="tiny, sd15-random"):
+        resolve_model("nonsense")
+
+
+def test_folder_without_safetensors_is_refused(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\0")
+    with pytest.raises(TutorialError, match="no .safetensors weights"):
+        resolve_model(str(tmp_path))
+
+
+def test_a_file_is_not_a_model(tmp_path):
+    f = tmp_path / "model.ckpt"
+    f.write_bytes(b"\0")
+    with pytest.raises(TutorialError, match="is a file"):
+        resolve_model(str(f))
+
+
+def test_error_renders_as_one_line_in_ipython():
+    err = TutorialError("set TUTORIAL_MODEL=tiny")
+    assert err._render_traceback_() == ["TutorialError: set TUTORIAL_MODEL=tiny"]
+
+
+def _load_in_subprocess(spec: str, **env) -> subprocess.CompletedProcess:
+    code = ("from helpers import load_pipeline, TutorialError\n"
+            f"try:\n    load_pipeline({spec!r}, device='cpu')\n"
+            "except TutorialError as e:\n    print('ERROR:', e)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["offline", "unreachable"])
+def test_hub_unreachable_gives_one_clear_line(tmp_path, env):
+    # The real loading code runs up to the network: an empty cache, and no Hub to reach.
+    proc = _load_in_subprocess(REAL_MODEL, HF_HOME=str(tmp_path), **env)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, proc.stdout + proc.stderr
+    assert "TUTORIAL_MODEL=tiny" in errors[0] and "HF_HUB_OFFLINE" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_tiny_builds_fast_and_has_the_real_classes():
+    start = time.perf_counter()
+    pipe = presets.tiny()
+    assert time.perf_counter() - start < 2.0
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert [type(pipe.unet).__name__, type(pipe.vae).__name__, type(pipe.text_encoder).__name__,
+            type(pipe.tokenizer).__name__, type(pipe.scheduler).__name__] == [
+        "UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel", "CLIPTokenizer", "PNDMScheduler"]
+    assert pipe.safety_checker is None
+
+
+def test_tokenizer_knows_the_guide_prompt_words():
+    tok = presets.build_tokenizer()
+    ids = tok("portrait photo of a old warrior chief").input_ids
+    assert len(ids) == 9  # start + 7 words + end, as with CLIP's real vocabulary
+    assert tok.unk_token_id not in ids[1:-1]
+    assert tok.model_max_length == 77
+
+
+def test_load_pipeline_sets_dtype_device_and_name(tiny_pipe):
+    assert tiny_pipe.unet.dtype == torch.float32 and tiny_pipe.device.type == "cpu"
+    assert model_name(tiny_pipe) == "tiny"
+    half = load_pipeline("tiny", dtype="half", device="cpu", quiet=True)
+    assert {half.unet.dtype, half.vae.dtype, half.text_encoder.dtype} == {torch.bfloat16}
+
+
+def test_load_pipeline_announces_the_choice(capsys, monkeypatch):
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    load_pipeline(device="cpu")
+    out = capsys.readouterr().out
+    assert out.startswith("Model: tiny") and "TUTORIAL_MODEL" in out
+
+
+def test_same_seed_gives_bit_identical_images(tiny_pipe):
+    def run(seed):
+        return tiny_pipe("a cat", num_inference_steps=3, generator=torch.Generator().manual_seed(seed),
+                         output_type="np").images
+
+    first, again, other = run(0), run(0), run(1)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_tiny_image_is_quick_on_cpu(tiny_pipe):
+    tiny_pipe("warm up", num_inference_steps=2)
+    start = time.perf_counter()
+    image = tiny_pipe("portrait photo of a old warrior chief", num_inference_steps=50).images[0]
+    assert time.perf_counter() - start < 1.0
+    assert image.size == (64, 64)
+
+
+def test_stand_in_vae_has_the_same_shape_but_other_weights(tiny_pipe, capsys):
+    vae = load_vae(tiny_pipe)
+    assert "stand-in" in capsys.readouterr().out
+    assert vae.config.block_out_channels == tiny_pipe.vae.config.block_out_channels
+    w_old, w_new = tiny_pipe.vae.decoder.conv_out.weight, vae.decoder.conv_out.weight
+    assert w_old.shape == w_new.shape and not torch.equal(w_old, w_new)
+
+
+def test_sd15_random_has_the_real_parameter_counts():
+    pipe = presets.sd15_random()
+
+    def millions(module):
+        return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
+
+    assert (millions(pipe.unet), millions(pipe.vae), millions(pipe.text_encoder)) == (859.52, 83.65, 123.06)
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 512
+    assert pipe.scheduler.config.skip_prk_steps and pipe.scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_get_inputs_follows_the_guide():
+    from helpers import PROMPT, get_inputs
+
+    inputs = get_inputs(batch_size=3)
+    assert inputs["prompt"] == [PROMPT] * 3 and inputs["num_inference_steps"] == 20
+    assert [g.initial_seed() for g in inputs["generator"]] == [0, 1, 2]
+    assert get_inputs(["a", "b"], batch_size=2, seed=1)["prompt"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"steps": -5}, "steps"),
+    ({"prompt": ["a"], "batch_size": 2}, "prompts")])
+def test_get_inputs_rejects_bad_arguments(kwargs, match):
+    from helpers import get_inputs
+
+    with pytest.raises(ValueError, match=match):
+        get_inputs(**kwargs)

@@ -1,0 +1,66 @@
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    listed = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text[text.index("dependencies:"):].splitlines():
+        m = re.match(r"\s+- (?!pip:)([A-Za-z0-9_.\-\[\]]+.*)$", line)
+        if m and not m.group(1).startswith(("python", "pip")):
+            listed[_name(m.group(1))] = m.group(1).replace(" ", "")
+    assert listed == wanted
+
+
+def test_notebook_urls_match_pyproject():
+    proc = subprocess.run([sys.executable, "scripts/sync_urls.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebook_is_clean(path):
+    text = path.read_text()
+    assert not re.search(r"/(tmp|root|work|home|Users)/[\w.-]+", text), "a machine path is stored in the notebook"
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.get("name") == "stderr"], "stderr (warnings, progress bars) is stored"
+    first = nb.cells[0].source
+    assert "colab.research.google.com" in first, "the first cell carries the Open-in-Colab badge"
+    assert any("google.colab" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebooks_are_numbered_in_the_guides_order():
+    assert [p.name for p in NOTEBOOKS] == ["01_speed.ipynb", "02_memory.ipynb", "03_quality.ipynb"]
+
+
+def test_info_command_prints_one_screen():
+    proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) < 25
+    for key in ("device", "half dtype", "default model", "torch", "diffusers", "transformers", "hub reachable"):
+        assert any(line.startswith(key) for line in lines), key
+    assert "HF_HUB_OFFLINE" in proc.stdout
+
+
+def test_runner_never_writes_into_notebooks():
+    proc = subprocess.run([sys.executable, "scripts/run_notebooks.py", "--out", "notebooks"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "never overwritten" in proc.stderr

@@ -1,0 +1,43 @@
+import time
+
+import pytest
+
+from helpers import Timer, time_it
+
+
+def test_time_it_counts_warmup_and_repeats():
+    calls = []
+    result = time_it(lambda: calls.append(1) or len(calls), repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert len(result.times) == 3 and result.value == 5
+
+
+def test_time_it_measures_real_time():
+    result = time_it(lambda: time.sleep(0.02), repeats=3, warmup=0)
+    assert 0.015 < result.min <= result.median <= result.max < 0.5
+    assert "median of 3" in str(result)
+
+
+def test_single_run_prints_cleanly():
+    assert str(time_it(lambda: None, repeats=1, warmup=0, label="x")).endswith("s (1 run)")
+
+
+@pytest.mark.parametrize(("repeats", "warmup"), [(0, 1), (-1, 0), (1, -1)])
+def test_time_it_rejects_bad_counts(repeats, warmup):
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        time_it(lambda: None, repeats=repeats, warmup=warmup)
+
+
+def test_progress_bar_is_off_while_timing_and_restored(tiny_pipe):
+    tiny_pipe.set_progress_bar_config(disable=False, leave=False)
+    seen = []
+    time_it(lambda: seen.append(dict(tiny_pipe._progress_bar_config)), repeats=1, warmup=0, pipe=tiny_pipe)
+    assert seen[0]["disable"] is True
+    assert tiny_pipe._progress_bar_config == {"disable": False, "leave": False}
+    tiny_pipe.set_progress_bar_config(disable=True)
+
+
+def test_timer_block():
+    with Timer() as t:
+        time.sleep(0.01)
+    assert 0.005 < t.seconds < 0.5
