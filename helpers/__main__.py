@@ -41,10 +41,14 @@ def info() -> str:
     import transformers
 
     from .device import cpu_has_fast_bf16, device_name, half_dtype, pick_device
-    from .pipelines import default_model
+    from .errors import TutorialError
+    from .pipelines import resolve_model
 
     device = pick_device()
-    model, why = default_model(device)
+    try:
+        model, why = resolve_model(None, device)
+    except TutorialError as err:  # a bad TUTORIAL_MODEL: say so here rather than fail
+        model, why = os.environ.get("TUTORIAL_MODEL", ""), f"INVALID: {err}"
     bf16 = f" (CPU native bfloat16: {'yes' if cpu_has_fast_bf16() else 'no, emulated'})" if device.type == "cpu" else ""
     lines = [
         f"python        {sys.version.split()[0]} ({platform.platform()})",

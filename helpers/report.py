@@ -56,8 +56,11 @@ class Results:
         lines = []
         for step, row in df.iloc[1:].iterrows():
             x = row["speedup"]
-            text = f"{step}: {x:.1f}x faster" if x >= 1 else f"{step}: {1 / x:.1f}x slower"
-            text += f" than {df.index[0]} here"
+            if abs(x - 1) < 0.05:
+                text = f"{step}: about as fast as {df.index[0]} here ({x:.2f}x)"
+            else:
+                text = f"{step}: {x:.1f}x faster" if x > 1 else f"{step}: {1 / x:.1f}x slower"
+                text += f" than {df.index[0]} here"
             if ref and pd.notna(row["reference speedup"]):
                 text += f" (the reference: {row['reference speedup']:.1f}x)"
             lines.append(text + ".")

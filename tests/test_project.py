@@ -64,3 +64,12 @@ def test_runner_never_writes_into_notebooks():
     proc = subprocess.run([sys.executable, "scripts/run_notebooks.py", "--out", "notebooks"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "never overwritten" in proc.stderr
+
+
+def test_info_flags_a_bad_tutorial_model():
+    proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),
+                                            "TUTORIAL_MODEL": "nonsense"})
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("default model"))
+    assert "INVALID" in line and "tiny, sd15-random" in line

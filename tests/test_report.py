@@ -54,3 +54,5 @@ def test_describe_reads_the_table():
     slower.add("a", 1.0)
     slower.add("b", 4.0)
     assert slower.describe() == "b: 4.0x slower than a here."
+    slower.add("c", 1.02)
+    assert slower.describe().splitlines()[-1] == "c: about as fast as a here (0.98x)."
