@@ -11,7 +11,6 @@ from .pipelines import (
     REAL_MODEL,
     default_model,
     get_inputs,
-    is_preset,
     load_pipeline,
     load_vae,
     model_name,
@@ -25,6 +24,6 @@ __all__ = [
     "REAL_MODEL",
     "Results", "Timer", "Timing", "TutorialError", "as_dtype", "captioned_grid", "check_images",
     "cpu_has_fast_bf16", "default_model", "device_name", "get_inputs", "find_max_batch", "flush", "half_dtype",
-    "image_problems", "is_out_of_memory", "is_preset", "load_pipeline", "load_vae", "make_generators",
+    "image_problems", "is_out_of_memory", "load_pipeline", "load_vae", "make_generators",
     "make_image_grid", "model_name", "peak_memory", "pick_device", "resolve_model", "synchronize", "time_it",
 ]

@@ -54,14 +54,6 @@ class MemoryPeak:
     def added(self) -> int:
         return max(self.peak - self.start, 0)
 
-    @property
-    def peak_gib(self) -> float:
-        return self.peak / GiB
-
-    @property
-    def added_mib(self) -> float:
-        return self.added / MiB
-
     def __str__(self) -> str:
         return f"peak {self.peak / GiB:.2f} GiB ({self.added / MiB:,.0f} MiB above the start; {self.method})"
 

@@ -76,10 +76,16 @@ def quiet_logs():
 
 
 def _hub_error(spec: str, err: Exception) -> TutorialError:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        where = "HF_HUB_OFFLINE is set and it is not in the local cache"
+        then = "or unset HF_HUB_OFFLINE where the Hub is reachable to download it once."
+    else:
+        where = f"the Hub is unreachable or has no such model, and it is not cached; {type(err).__name__}"
+        then = "or, once the model is cached, set HF_HUB_OFFLINE=1 to load it without the network."
     return TutorialError(
-        f"Could not load {spec!r} from the Hugging Face Hub (unreachable, or not cached; {type(err).__name__}). "
-        f"Without the Hub, set {ENV_VAR}=tiny or {ENV_VAR}=sd15-random; once the model is cached, "
-        "set HF_HUB_OFFLINE=1 to load it without the network."
+        f"Could not load {spec!r} ({where}). Without the Hub, set {ENV_VAR}=tiny or {ENV_VAR}=sd15-random, {then}"
     )
 
 
@@ -120,12 +126,12 @@ def load_pipeline(
         if spec in PRESET_NAMES:
             from . import presets
 
-            pipe = presets.PRESETS[spec]()
+            pipe = presets.PRESETS[spec]().to(dtype=dtype)
         else:
             from diffusers import DiffusionPipeline
 
             pipe = from_pretrained(DiffusionPipeline, spec, dtype=dtype)
-        pipe = pipe.to(device=device, dtype=dtype)
+        pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.register_to_config(_name_or_path=spec)
     return pipe
@@ -134,11 +140,6 @@ def load_pipeline(
 def model_name(pipe) -> str:
     """The spec a pipeline was loaded from ('tiny', 'sd15-random', a hub id or a folder)."""
     return pipe.config.get("_name_or_path") or "?"
-
-
-def is_preset(pipe) -> bool:
-    """Whether the pipeline is an embedded preset (random weights, no hub)."""
-    return model_name(pipe) in PRESET_NAMES
 
 
 def load_vae(pipe, repo: str = FINE_TUNED_VAE):

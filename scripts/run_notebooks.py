@@ -34,6 +34,9 @@ def summary_lines(nb) -> list[str]:
 
 def run(path: Path, out_dir: Path, kernel: str) -> bool:
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # stored outputs must not pass for this run's (e.g. after a failing cell)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     kernelspec = nb.metadata.get("kernelspec")
     client = NotebookClient(nb, timeout=3600, kernel_name=kernel, record_timing=False,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
@@ -71,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such notebook: {', '.join(missing)}")
     if args.out.resolve() == (ROOT / "notebooks").resolve():
         parser.error("--out must not be notebooks/: the tutorial's own files are never overwritten")
+    from helpers import TutorialError, resolve_model
+
+    try:  # a bad TUTORIAL_MODEL: one line now, rather than the same error from every notebook
+        resolve_model(None)
+    except TutorialError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     results = [run(p.resolve(), args.out.resolve(), args.kernel) for p in paths]
     print(f"{sum(results)} of {len(results)} notebooks ran; executed copies in {args.out.resolve().relative_to(ROOT)}/")
     return 0 if all(results) else 1
