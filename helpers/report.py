@@ -56,14 +56,17 @@ class Results:
         lines = []
         for step, row in df.iloc[1:].iterrows():
             x = row["speedup"]
+            notes, base = [], df.index[0]
             if abs(x - 1) < 0.05:
-                text = f"{step}: about as fast as {df.index[0]} here ({x:.2f}x)"
+                text = f"{step}: about as fast as {base} here"
+                notes.append(f"{x:.2f}x")
+            elif x > 1:
+                text = f"{step}: {x:.1f}x faster than {base} here"
             else:
-                text = f"{step}: {x:.1f}x faster" if x > 1 else f"{step}: {1 / x:.1f}x slower"
-                text += f" than {df.index[0]} here"
+                text = f"{step}: {1 / x:.1f}x slower than {base} here"
             if ref and pd.notna(row["reference speedup"]):
-                text += f" (the reference: {row['reference speedup']:.1f}x)"
-            lines.append(text + ".")
+                notes.append(f"the reference: {row['reference speedup']:.1f}x")
+            lines.append(text + (f" ({'; '.join(notes)})" if notes else "") + ".")
         return "\n".join(lines)
 
     def chart(self, title: str = "", unit: str = "s"):

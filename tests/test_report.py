@@ -56,3 +56,10 @@ def test_describe_reads_the_table():
     assert slower.describe() == "b: 4.0x slower than a here."
     slower.add("c", 1.02)
     assert slower.describe().splitlines()[-1] == "c: about as fast as a here (0.98x)."
+
+
+def test_describe_joins_notes_for_a_near_tie_with_a_reference():
+    results = Results(reference={"a": 10.0, "b": 5.0})
+    results.add("a", 1.0)
+    results.add("b", 1.01)
+    assert results.describe() == "b: about as fast as a here (0.99x; the reference: 2.0x)."
