@@ -2,10 +2,11 @@
 
 Each rung keeps the previous rung's settings and adds one: full precision and PNDM at 50 steps (the guide's
 baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout with fused QKV projections,
-then torch.compile. These are *exact* rungs: they change precision, solver/step count as the guide does, layout,
-compilation or kernels, never the model. With ``--approx``, an *approximate* rung follows: the last exact rung's
-settings with fewer steps than the guide's 20, reported with its largest and mean pixel difference from that exact
-rung's image for the same seed.
+on a Linux CPU an allocator setting (glibc keeps freed memory for reuse instead of handing it back to the
+system and faulting it in again at the next call), then torch.compile. These are *exact* rungs: they change
+precision, solver/step count as the guide does, layout, allocation, compilation or kernels, never the model.
+With ``--approx``, an *approximate* rung follows: the last exact rung's settings with fewer steps than the
+guide's 20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
 
 For each rung: the UNet's latency per step (one call on a batch of 2: classifier-free guidance), the VAE decode
 time, end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
@@ -40,18 +41,36 @@ class Rung:
     solver: str = "pndm"  # "pndm" or "dpm"
     steps: int = 50
     channels_last: bool = False
+    keep_memory: bool = False
     compiled: bool = False
     exact: bool = True
 
 
-def ladder(steps: int = 20, baseline_steps: int = 50) -> list[Rung]:
-    """The exact rungs, in order."""
+def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
+    """The exact rungs, in order (the allocator rung only on a Linux CPU)."""
     base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
     half = replace(base, name="half precision + PNDM", half=True)
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
     layout = replace(dpm, name="+ channels_last + fused QKV", channels_last=True)
-    compiled = replace(layout, name="+ torch.compile", compiled=True)
-    return [base, half, dpm, layout, compiled]
+    rungs = [base, half, dpm, layout]
+    if cpu and sys.platform.startswith("linux"):
+        rungs.append(replace(layout, name="+ allocator keeps freed memory", keep_memory=True))
+    rungs.append(replace(rungs[-1], name="+ torch.compile", compiled=True))
+    return rungs
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc never to return freed memory to the system (no mmap for big blocks, no trimming).
+
+    PyTorch's CPU allocator hands every activation back to malloc; large ones are mmapped and unmapped each
+    call, so the next call pays page faults and zeroing again. This keeps the pages for reuse instead.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**62)):
+        raise RuntimeError("glibc's mallopt refused the setting")
 
 
 def approximate(best: Rung, steps: int) -> Rung:
@@ -110,6 +129,8 @@ class Bench:
                 pipe.unet.to(memory_format=torch.channels_last)
                 pipe.vae.to(memory_format=torch.channels_last)
                 pipe.fuse_qkv_projections()
+            if rung.keep_memory and not state.keep_memory:
+                keep_freed_memory()
             if rung.compiled and not state.compiled:
                 pipe.unet.compile(fullgraph=True)
                 pipe.vae.decoder.compile(fullgraph=True)
@@ -215,8 +236,8 @@ def parse_args(argv):
     parser.add_argument("--resolution", type=int, default=None, help="image height and width (default: model's)")
     parser.add_argument("--steps", type=int, default=20, help="steps for the DPM-Solver rungs (default 20)")
     parser.add_argument("--baseline-steps", type=int, default=50, help="PNDM steps of the first two rungs")
-    parser.add_argument("--rungs", default="1-5",
-                        help="which exact rungs, e.g. 1-3 or 1,3,5 (default 1-5); speedups are over the first one")
+    parser.add_argument("--rungs", default="all",
+                        help="which exact rungs, e.g. 1-3 or 1,3,5 (default: all); speedups are over the first one")
     parser.add_argument("--approx", action="store_true", help="add an approximate rung: the last one, fewer steps")
     parser.add_argument("--approx-steps", type=int, default=10, help="steps of the approximate rung (default 10)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (default 2)")
@@ -231,15 +252,16 @@ def parse_args(argv):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         parser.error("--resolution must be a multiple of 64, at least 64")
+    count = len(ladder(cpu=pick_device().type == "cpu"))
     try:
         picked = set()
-        for part in args.rungs.split(","):
+        for part in args.rungs.replace("all", f"1-{count}").split(","):
             lo, _, hi = part.partition("-")
             picked.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         parser.error(f"--rungs takes numbers and ranges such as 1-3 or 1,4,5, not {args.rungs!r}")
-    if not picked or min(picked) < 1 or max(picked) > 5:
-        parser.error("--rungs must name rungs between 1 and 5")
+    if not picked or min(picked) < 1 or max(picked) > count:
+        parser.error(f"--rungs must name rungs between 1 and {count} on this device")
     args.picked = sorted(picked)
     return args
 
@@ -253,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
           f"per VAE decode {bench.flops['vae'] / 1e12:.3f} T, text encoder {bench.flops['text'] / 1e12:.3f} T",
           flush=True)
-    rungs = ladder(args.steps, args.baseline_steps)
+    rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
     chosen = [rungs[i - 1] for i in args.picked] + ([None] if args.approx else [])
     rows = []
     for number, rung in enumerate(chosen, 1):

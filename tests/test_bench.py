@@ -17,6 +17,12 @@ def test_ladder_adds_one_setting_per_rung():
     assert not approx.exact and approx.steps == 10 and approx.compiled
 
 
+def test_cpu_ladder_has_the_allocator_rung_before_compile():
+    rungs = bench.ladder(cpu=True)
+    assert [r.keep_memory for r in rungs] == [False, False, False, False, True, True]
+    assert rungs[-1].compiled and not rungs[-2].compiled
+
+
 def test_flops_match_the_published_sd15_counts():
     from helpers import presets
 
@@ -43,7 +49,8 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
     assert meta["model"] == "tiny" and len(meta["rows"]) == 5
 
 
-@pytest.mark.parametrize("args", [["--rungs", "0-2"], ["--rungs", "x"], ["--steps", "0"], ["--resolution", "100"]])
+@pytest.mark.parametrize("args", [["--rungs", "0-2"], ["--rungs", "x"], ["--rungs", "1-9"], ["--steps", "0"],
+                                  ["--resolution", "100"]])
 def test_bench_rejects_bad_options(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(args)
