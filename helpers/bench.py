@@ -73,9 +73,9 @@ def keep_freed_memory() -> None:
         raise RuntimeError("glibc's mallopt refused the setting")
 
 
-def approximate(best: Rung, steps: int) -> Rung:
-    """The approximate rung: the best exact rung's settings with fewer steps than the guide's 20."""
-    return replace(best, name=f"approx: {best.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
+def approximate(last: Rung, steps: int) -> Rung:
+    """The approximate rung: the last exact rung's settings with fewer steps than the guide's 20."""
+    return replace(last, name=f"approx: {last.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
 
 
 def count_flops(pipe, height: int, width: int) -> dict[str, float]:
@@ -229,7 +229,7 @@ def format_table(rows: list[dict]):
                      "TFLOP/s": 2, "unet TFLOP/s": 2, "core-s/image": 1, "max diff": 1, "mean diff": 2})
 
 
-def parse_args(argv):
+def parse_args(argv, device: torch.device):
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sd15-random", help="preset, hub id or folder (default sd15-random)")
@@ -252,7 +252,7 @@ def parse_args(argv):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         parser.error("--resolution must be a multiple of 64, at least 64")
-    count = len(ladder(cpu=pick_device().type == "cpu"))
+    count = len(ladder(cpu=device.type == "cpu"))
     try:
         picked = set()
         for part in args.rungs.replace("all", f"1-{count}").split(","):
@@ -267,9 +267,9 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    start = time.perf_counter()
     device = pick_device()
+    args = parse_args(argv, device)
+    start = time.perf_counter()
     print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
     bench = Bench(args.model, device, args.resolution, args.resolution, args.repeats)
     print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"    unet {row['unet s/step']:.3f} s/step, decode {row['vae decode s']:.3f} s, "
               f"e2e {row['e2e s']:.2f} s ({row['e2e how']})"
-              + (f", compile took {bench.compile_s:.0f} s" if rung.compiled and bench.compile_s else ""), flush=True)
+              + (f", compile took {bench.compile_s:.0f} s" if rung.compiled and rung.exact else ""), flush=True)
     if not rows:
         print("bench: no rung was measured")
         return 1

@@ -3,6 +3,7 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers import bench
 
@@ -53,6 +54,6 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
                                   ["--resolution", "100"]])
 def test_bench_rejects_bad_options(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench.parse_args(args)
+        bench.parse_args(args, torch.device("cpu"))
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
