@@ -15,6 +15,7 @@ REAL_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 FINE_TUNED_VAE = "stabilityai/sd-vae-ft-mse"
 PROMPT = "portrait photo of a old warrior chief"
 PRESET_NAMES = ("tiny", "sd15-random")
+MODEL_NAMES = ("shapes", *PRESET_NAMES)  # names that need no Hub: the shipped model and the presets
 # Hub ids that were removed, and where the model lives now.
 RENAMED = {"runwayml/stable-diffusion-v1-5": REAL_MODEL}
 ENV_VAR = "TUTORIAL_MODEL"
@@ -27,7 +28,7 @@ def default_model(device: str | torch.device | None = None) -> tuple[str, str]:
     device = torch.device(device) if device is not None else pick_device()
     if device.type in ("cuda", "mps"):
         return REAL_MODEL, f"default on {device.type}"
-    return "tiny", "default on CPU, where the real model takes minutes per image"
+    return "shapes", "default on CPU, where the real model takes minutes per image"
 
 
 def resolve_model(model: str | None = None, device: str | torch.device | None = None) -> tuple[str, str]:
@@ -39,7 +40,7 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
     if model in RENAMED:
         print(f"Note: {model!r} was removed from the Hub; using its new home {RENAMED[model]!r}.")
         model = RENAMED[model]
-    if model in PRESET_NAMES:
+    if model in MODEL_NAMES:
         return model, reason
     path = Path(model).expanduser()
     if path.exists():
@@ -54,25 +55,29 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
     if model.count("/") == 1 and all(model.split("/")):
         return model, reason
     raise TutorialError(
-        f"Unknown model {model!r}: use a preset ({', '.join(PRESET_NAMES)}), "
+        f"Unknown model {model!r}: use {', '.join(MODEL_NAMES)}, "
         "a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."
     )
 
 
 @contextlib.contextmanager
 def quiet_logs():
-    """Inside the block only, show just errors from transformers and diffusers (no notices or warnings)."""
+    """Inside the block only, show just errors from transformers and diffusers: no notices, warnings or bars."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    levels = [(lib, lib.get_verbosity()) for lib in (diffusers_logging, transformers_logging)]
-    for lib, _ in levels:
+    libs = (diffusers_logging, transformers_logging)
+    levels = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libs]
+    for lib in libs:
         lib.set_verbosity_error()
+        lib.disable_progress_bar()
     try:
         yield
     finally:
-        for lib, level in levels:
+        for lib, level, bars in levels:
             lib.set_verbosity(level)
+            if bars:
+                lib.enable_progress_bar()
 
 
 def _hub_error(spec: str, err: Exception) -> TutorialError:
@@ -85,7 +90,8 @@ def _hub_error(spec: str, err: Exception) -> TutorialError:
         where = f"the Hub is unreachable or has no such model, and it is not cached; {type(err).__name__}"
         then = "or, once the model is cached, set HF_HUB_OFFLINE=1 to load it without the network."
     return TutorialError(
-        f"Could not load {spec!r} ({where}). Without the Hub, set {ENV_VAR}=tiny or {ENV_VAR}=sd15-random, {then}"
+        f"Could not load {spec!r} ({where}). Without the Hub, set {ENV_VAR}=shapes, {ENV_VAR}=tiny or "
+        f"{ENV_VAR}=sd15-random, {then}"
     )
 
 
@@ -112,50 +118,45 @@ def load_pipeline(
     device: str | torch.device | None = None,
     quiet: bool = False,
 ):
-    """Load a Stable Diffusion pipeline (hub id, local folder or preset) in ``dtype`` on ``device``.
+    """``DiffusionPipeline.from_pretrained(choose_model(...))`` in ``dtype`` on ``device``, progress bars off.
 
-    Progress bars are turned off, so timed and compared outputs stay clean; turn them back
-    on with ``pipe.set_progress_bar_config(disable=False)``.
+    For scripts and tests; the notebooks spell these calls out. Turn the bars back on with
+    ``pipe.set_progress_bar_config(disable=False)``.
     """
+    from diffusers import DiffusionPipeline
+
+    from .choice import choose_model
+
     device = torch.device(device) if device is not None else pick_device()
     dtype = as_dtype(dtype, device)
-    spec, reason = resolve_model(model, device)
+    model_id = choose_model(device, model, quiet=True)
     if not quiet:
-        print(f"Model: {spec} ({reason}; set {ENV_VAR} or pass model= to change) on {device.type}, {dtype}")
+        print(f"Model: {resolve_model(model, device)[0]} on {device.type}, {dtype} (set {ENV_VAR} to change)")
+    pipe = from_pretrained(DiffusionPipeline, model_id, dtype=dtype)
     with quiet_logs():
-        if spec in PRESET_NAMES:
-            from . import presets
-
-            pipe = presets.PRESETS[spec]().to(dtype=dtype)
-        else:
-            from diffusers import DiffusionPipeline
-
-            pipe = from_pretrained(DiffusionPipeline, spec, dtype=dtype)
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipe.register_to_config(_name_or_path=spec)
     return pipe
 
 
 def model_name(pipe) -> str:
-    """The spec a pipeline was loaded from ('tiny', 'sd15-random', a hub id or a folder)."""
-    return pipe.config.get("_name_or_path") or "?"
+    """What a pipeline was loaded from: 'shapes', 'tiny', 'sd15-random', or the hub id or folder."""
+    from .choice import family
+
+    source = pipe.config.get("_name_or_path") or "?"
+    kind = family(source)
+    return source if kind == "sd15" else kind
 
 
-def load_vae(pipe, repo: str = FINE_TUNED_VAE):
-    """The fine-tuned VAE from the hub in the pipeline's dtype and device; a same-shape stand-in for presets."""
-    name = model_name(pipe)
-    if name in PRESET_NAMES:
-        from . import presets
+def load_vae(pipe, model_id: str | None = None):
+    """The better VAE for the pipeline's model (``choice.choose_vae``) in the pipeline's dtype and device."""
+    from diffusers import AutoencoderKL
 
-        print(f"{name} preset: using an embedded stand-in VAE of the same shape instead of {repo}.")
-        vae = presets.STAND_IN_VAES[name]()
-    else:
-        from diffusers import AutoencoderKL
+    from .choice import choose_vae
 
-        vae = from_pretrained(AutoencoderKL, repo, dtype=pipe.dtype)
+    vae = from_pretrained(AutoencoderKL, choose_vae(model_id or pipe.config._name_or_path), dtype=pipe.dtype)
     with quiet_logs():
-        return vae.to(device=pipe.device, dtype=pipe.dtype)
+        return vae.to(device=pipe.device)
 
 
 def get_inputs(prompt: str | list[str] = PROMPT, batch_size: int = 1, steps: int = 20, seed: int = 0) -> dict:

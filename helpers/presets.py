@@ -7,8 +7,6 @@ model's compute and memory cost) but random weights, so its images are noise.
 
 from __future__ import annotations
 
-import json
-
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -25,8 +23,6 @@ blurry lowres low quality ugly deformed distorted bad anatomy extra fingers wate
 signature cropped worst jpeg artifacts duplicate mutated disfigured and with in at by for from
 very best high resolution masterpiece trending award winning canon nikon lens depth field
 """
-# Every printable ASCII character on its own, so digits and punctuation are never unknown.
-_CORPUS += " ".join(chr(c) for c in range(33, 127))
 
 SD15_SCHEDULER = dict(
     beta_start=0.00085,
@@ -110,32 +106,17 @@ TINY_TEXT = dict(
 )
 
 
-def build_tokenizer(vocab_size: int = 1000) -> CLIPTokenizer:
-    """A CLIP byte-level BPE tokenizer whose vocabulary is learned in code from a small word list."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def build_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer that keeps the word list's words whole; the same vocabulary in every process."""
+    from .tokenizer import build_tokenizer as build
 
-    # Reuse CLIPTokenizer's own normalizer and pre-tokenizer so the learned merges fit it.
-    template = CLIPTokenizer()
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    bpe.normalizer = template.backend_tokenizer.normalizer
-    bpe.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator([_CORPUS] * 3, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=77)
+    return build([word for word in _CORPUS.split() if word.isalpha()])
 
 
 def _build(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int) -> StableDiffusionPipeline:
     tokenizer = build_tokenizer()
     text_config = CLIPTextConfig(
-        **text_cfg,
+        **{**text_cfg, "vocab_size": max(text_cfg["vocab_size"], len(tokenizer))},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

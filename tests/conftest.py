@@ -1,5 +1,14 @@
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Presets are saved as folders on first use: in a fresh folder per test run, not the user's cache."""
+    import tempfile
+
+    os.environ.setdefault("EFFICIENT_DIFFUSION_CACHE", tempfile.mkdtemp(prefix="efficient-diffusion-test-"))
 
 
 @pytest.fixture(scope="session")

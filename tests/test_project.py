@@ -72,7 +72,7 @@ def test_info_flags_a_bad_tutorial_model():
                                             "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("default model"))
-    assert "INVALID" in line and "tiny, sd15-random" in line
+    assert "INVALID" in line and "shapes, tiny, sd15-random" in line
 
 
 def test_runner_stops_at_once_on_a_bad_model():
@@ -80,5 +80,5 @@ def test_runner_stops_at_once_on_a_bad_model():
                           timeout=120, env={"PATH": "", "HOME": str(ROOT), "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        "error: Unknown model 'nonsense': use a preset (tiny, sd15-random), a hub id such as "
+        "error: Unknown model 'nonsense': use shapes, tiny, sd15-random, a hub id such as "
         "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."]

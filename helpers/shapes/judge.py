@@ -1,0 +1,92 @@
+"""The judge: which colour, shape and background a 64x64 picture shows, and where its shape lies."""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .world import BACKGROUNDS, COLOURS
+
+_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in COLOURS.items()}
+# Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free):
+# a disc gives 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77.
+_SQUARE_FROM, _TRIANGLE_FROM = 0.41, 0.63
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the judge saw. ``shape`` and ``colour`` are None when no shape is visible."""
+
+    colour: str | None
+    shape: str | None
+    background: str
+    cx: float  # centroid, pixels
+    cy: float
+    area: int  # pixels covered by the shape
+
+
+def _as_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.dtype != np.uint8:  # floats in 0..1, as pipelines return with output_type="np"
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return image
+
+
+def _largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of a boolean mask (drops specks of noise)."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    best, best_size, label = None, 0, 0
+    for start in zip(*np.nonzero(mask), strict=True):
+        if labels[start]:
+            continue
+        label += 1
+        stack, size = [start], 0
+        labels[start] = label
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = label, size
+    return labels == best if best else mask
+
+
+def analyse(image) -> Verdict:
+    """Judge a picture (PIL image, uint8 array, or floats in 0..1) and locate its shape."""
+    rgb = _as_array(image).astype(np.float32) / 255
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    level = float(np.median(border))
+    background = min(BACKGROUNDS, key=lambda name: abs(BACKGROUNDS[name][0] / 255 - level))
+
+    top, bottom = rgb.max(-1), rgb.min(-1)
+    saturation = (top - bottom) / np.maximum(top, 1e-6)
+    mask = (saturation > 0.45) & (top > 0.3)
+    if mask.sum() < 20:
+        return Verdict(None, None, background, float("nan"), float("nan"), int(mask.sum()))
+    mask = _largest_blob(mask)
+
+    pixels = rgb[mask]
+    hues = np.array([colorsys.rgb_to_hsv(*p)[0] for p in pixels])
+    angle = np.angle(np.exp(2j * np.pi * hues).mean()) / (2 * np.pi) % 1  # circular mean of the hue
+    colour = min(_HUES, key=lambda name: min(abs(_HUES[name] - angle), 1 - abs(_HUES[name] - angle)))
+
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    reach = ((ys - cy) ** 2 + (xs - cx) ** 2).max()
+    spread = reach / mask.sum()
+    shape = "circle" if spread < _SQUARE_FROM else "square" if spread < _TRIANGLE_FROM else "triangle"
+    return Verdict(colour, shape, background, float(cx), float(cy), int(mask.sum()))
+
+
+def judge(image) -> tuple[str | None, str | None, str]:
+    """(colour, shape, background) that a picture shows; colour and shape are None if no shape is visible."""
+    verdict = analyse(image)
+    return verdict.colour, verdict.shape, verdict.background

@@ -1,0 +1,122 @@
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.shapes import BACKGROUNDS, COLOURS, SHAPES, analyse, caption, judge, render, sample_scene
+from helpers.shapes.world import MAX_BOX, MIN_BOX, SIZE
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "models" / "shapes"
+
+
+def test_judge_reads_rendered_pictures():
+    rng = random.Random(123)
+    scenes = [sample_scene(rng) for _ in range(600)]
+    right = sum(judge(render(s)) == (s.colour, s.shape, s.background) for s in scenes)
+    assert right / len(scenes) >= 0.99
+
+
+def test_every_combination_renders_inside_the_picture():
+    rng = random.Random(5)
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for background in BACKGROUNDS:
+                scene = sample_scene(rng, colour, shape, background)
+                picture = np.asarray(render(scene))
+                assert picture.shape == (SIZE, SIZE, 3)
+                verdict = analyse(picture)
+                assert MIN_BOX**2 * 0.3 < verdict.area < MAX_BOX**2  # the shape is there, not the whole picture
+                edge = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]])
+                assert (edge == BACKGROUNDS[background]).all(), "the shape touches the border"
+
+
+def test_judge_sees_nothing_in_a_blank_picture():
+    assert judge(np.full((SIZE, SIZE, 3), 128, np.uint8)) == (None, None, "gray")
+
+
+def test_judge_accepts_pipeline_float_output():
+    scene = sample_scene(random.Random(0), "blue", "triangle", "white")
+    as_floats = np.asarray(render(scene)).astype(np.float32) / 255
+    assert judge(as_floats) == ("blue", "triangle", "white")
+
+
+def test_captions():
+    scene = sample_scene(random.Random(0), "red", "circle", "black")
+    assert caption(scene) == "a red circle on a black background"
+    assert caption(scene, name_background=False) == "a red circle"
+
+
+def test_micro_training_round_trips_through_save_pretrained(tmp_path):
+    from diffusers import AutoencoderKL, DiffusionPipeline
+
+    from helpers.shapes.train import Config, train
+
+    report = train(Config.micro(), tmp_path)
+    assert np.isfinite(report["unet_loss"]) and np.isfinite(report["vae_loss"])
+    pipeline = DiffusionPipeline.from_pretrained(tmp_path / "shapes", use_safetensors=True)
+    assert pipeline.unet.dtype == torch.float32  # stored in float16, loaded as float32 like the real model
+    image = pipeline("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (SIZE, SIZE)
+    vae = AutoencoderKL.from_pretrained(tmp_path / "shapes-vae-ft", use_safetensors=True)
+    encoder = {k: v for k, v in vae.state_dict().items() if k.startswith("encoder.")}
+    for name, weight in encoder.items():  # the same latent space: only the decoder was trained further
+        assert torch.equal(weight, pipeline.vae.state_dict()[name])
+    assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 3
+
+
+def test_training_refuses_to_overwrite_the_shipped_model():
+    proc = subprocess.run([sys.executable, "-m", "helpers.shapes", "train", "--micro", "--out", "models"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "--ship" in proc.stderr
+
+
+def test_shipped_weights_are_small_and_safetensors_only():
+    files = [f for f in (ROOT / "models").rglob("*") if f.is_file()]
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert weights and not [f for f in files if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
+    assert sum(f.stat().st_size for f in weights) <= 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("prompt", "seed"), [
+    ("a red circle", 0), ("a blue square", 1), ("a yellow triangle", 2), ("a green circle on a black background", 3),
+    ("a purple square on a white background", 4), ("an orange triangle", 5)])
+def test_shipped_model_draws_what_it_is_asked(shapes_pipe, prompt, seed):
+    image = shapes_pipe(prompt, num_inference_steps=20, generator=torch.Generator().manual_seed(seed)).images[0]
+    words = prompt.split()
+    colour, shape, background = judge(image)
+    assert (colour, shape) == (words[1], words[2]), f"{prompt!r} was drawn as a {colour} {shape}"
+    if "background" in words:
+        assert background == words[-2]
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+
+    pipeline = DiffusionPipeline.from_pretrained(SHIPPED, use_safetensors=True)
+    pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+_DRAW = """
+import hashlib, sys, torch
+from helpers import load_pipeline
+pipe = load_pipeline(sys.argv[1], device="cpu", quiet=True)
+ids = pipe.tokenizer("portrait photo of a red circle").input_ids
+image = pipe("a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+print(ids, hashlib.sha256(image.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("model", ["shapes", "tiny"])
+def test_same_seed_in_two_processes_gives_the_same_image(model):
+    outputs = [subprocess.run([sys.executable, "-c", _DRAW, model], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, check=True).stdout for _ in range(2)]
+    assert outputs[0] == outputs[1] and outputs[0].strip()
