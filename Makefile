@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
 
-.PHONY: setup tutorial test bench lint info clean
+.PHONY: setup tutorial test bench lint info clean shapes shapes-eval
 
 setup: $(STAMP)
 
@@ -27,6 +27,16 @@ test: setup
 
 bench: setup
 	$(PY) -m helpers.bench $(BENCH_ARGS)
+
+# Retrain the shapes model from scratch into build/shapes (never over models/ unless SHAPES_OUT=models SHIP=--ship).
+SHAPES_OUT ?= build/shapes
+SHIP ?=
+shapes: setup
+	$(PY) -m helpers.shapes train --out $(SHAPES_OUT) $(SHIP)
+	$(PY) -m helpers.shapes eval --model $(SHAPES_OUT)/shapes --vae $(SHAPES_OUT)/shapes-vae-ft
+
+shapes-eval: setup
+	$(PY) -m helpers.shapes eval
 
 lint: setup
 	$(PY) -m ruff check .

@@ -20,11 +20,13 @@ def _train(args) -> None:
     cfg = Config.micro() if args.micro else Config()
     if args.seed is not None:
         cfg.seed = args.seed
-    report = train(cfg, out)
+    report = train(cfg, out, resume=Path(args.resume) if args.resume else None)
     seconds = report["seconds"]
     print(f"trained in {seconds['total'] / 60:.1f} min (VAE {seconds['vae']:.0f} s, decoder "
-          f"{seconds['vae_decoder']:.0f} s, UNet + text encoder {seconds['unet']:.0f} s); PSNR on held-out pictures:"
-          f" VAE {report['psnr']['vae']:.2f} dB, fine-tuned VAE {report['psnr']['vae_ft']:.2f} dB")
+          f"{seconds['vae_decoder']:.0f} s, UNet + text encoder {seconds['unet']:.0f} s, decoder further "
+          f"{seconds['vae_ft']:.0f} s)")
+    print(f"PSNR on held-out pictures: the pipeline's VAE {report['psnr']['vae']:.2f} dB, the fine-tuned VAE "
+          f"{report['psnr']['vae_ft']:.2f} dB (after phase 1: {report['psnr']['vae_phase1']:.2f} dB)")
     print(f"saved {out / 'shapes'} and {out / 'shapes-vae-ft'}")
 
 
@@ -42,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--ship", action="store_true", help="allow --out models, overwriting the shipped weights")
     p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0, the shipped model's)")
+    p.add_argument("--resume", default=None, help="an earlier run's output folder: reuse its phases 1-3, run phase 4")
     p.set_defaults(run=_train)
     p = sub.add_parser("eval", help="judge every colour x shape prompt with 8 seeds; print adherence tables")
     p.add_argument("--model", default=str(SHIPPED / "shapes"), help="a shapes pipeline folder (models/shapes)")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..tokenizer import build_tokenizer
-from .world import BACKGROUNDS, SIZE, WORDS, caption, render, sample_scene
+from .world import SIZE, WORDS, caption, render, sample_scene
 
 # Stable Diffusion 1.5's noise schedule and default scheduler, so every compatible scheduler works as on SD 1.5.
 SD15_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
@@ -37,6 +37,7 @@ class Config:
     kl_weight: float = 1e-6
     decoder_steps: int = 300
     decoder_lr: float = 3e-4
+    decoder_more_steps: int = 200  # phase 4: the fine-tuned VAE
     unet_channels: tuple[int, ...] = (64, 128, 128)
     text_width: int = 64
     text_layers: int = 2
@@ -53,8 +54,9 @@ class Config:
     @classmethod
     def micro(cls) -> Config:
         """A few steps of a very small model: checks the mechanics in seconds, learns nothing."""
-        return cls(vae_channels=(32, 32), vae_steps=3, vae_batch=4, decoder_steps=2, unet_channels=(32, 32),
-                   text_width=32, text_layers=1, unet_steps=3, unet_batch=4, warmup=1, eval_pictures=8)
+        return cls(vae_channels=(32, 32), vae_steps=3, vae_batch=4, decoder_steps=2, decoder_more_steps=2,
+                   unet_channels=(32, 32), text_width=32, text_layers=1, unet_steps=3, unet_batch=4, warmup=1,
+                   eval_pictures=8)
 
 
 def pictures(rng: random.Random, n: int) -> tuple[torch.Tensor, list]:
@@ -189,42 +191,82 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
     return losses
 
 
-def train(cfg: Config, out: Path) -> dict:
-    """Train everything and save ``out/shapes`` (the pipeline) and ``out/shapes-vae-ft`` (the better VAE)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+def _half_rounded(module):
+    """The module with its weights rounded to float16 and back, exactly as saving and reloading them would."""
+    return module.half().float()
+
+
+def _decoder_only(vae):
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    return vae
+
+
+def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
+    """Train everything and save ``out/shapes`` (the pipeline) and ``out/shapes-vae-ft`` (the better VAE).
+
+    Four phases: (1) the VAE; (2) its decoder trained further: the pipeline's VAE; (3) the UNet and text encoder
+    on the encoder's latents; (4) the decoder trained further still: ``shapes-vae-ft`` (the same latent space, as
+    ``stabilityai/sd-vae-ft-mse`` was made from SD's VAE). ``resume`` takes phases 1-3 from an earlier run's
+    output folder (its ``shapes`` pipeline, whose VAE is phase 2's) and runs phase 4 only. Phase 4 starts from
+    float16-rounded weights (as saved) in a full run too, with seeds of its own, so both paths agree.
+    """
+    from diffusers import AutoencoderKL, DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     held_out, _ = pictures(random.Random(cfg.seed + 10_000), cfg.eval_pictures)
-    report: dict = {"config": dataclasses.asdict(cfg), "seconds": {}}
+    report: dict = {"config": dataclasses.asdict(cfg), "seconds": {}, "psnr": {}}
     started = time.perf_counter()
 
-    vae = make_vae(cfg)
-    report["vae_loss"] = train_vae(cfg, vae, cfg.vae_steps, cfg.vae_lr, vae.parameters(), rng, "vae")[-1]
-    # Scale latents to unit variance, as SD's scaling_factor does for its VAE.
-    with torch.no_grad():
-        std = vae.encode(held_out[:64]).latent_dist.sample().std().item()
-    vae.register_to_config(scaling_factor=round(1 / std, 5))
-    report["seconds"]["vae"] = time.perf_counter() - started
+    if resume is None:
+        vae = make_vae(cfg)
+        report["vae_loss"] = train_vae(cfg, vae, cfg.vae_steps, cfg.vae_lr, vae.parameters(), rng, "vae")[-1]
+        # Scale latents to unit variance, as SD's scaling_factor does for its VAE.
+        with torch.no_grad():
+            std = vae.encode(held_out[:64]).latent_dist.sample().std().item()
+        vae.register_to_config(scaling_factor=round(1 / std, 5))
+        report["seconds"]["vae"] = time.perf_counter() - started
+        report["psnr"]["vae_phase1"] = psnr(vae, held_out)  # no randomness: the latents' mean, decoded
 
-    # The better VAE: the same encoder (same latent space), its decoder trained further.
-    tuned = make_vae(cfg)
+        # Phase 2, on a copy: the pipeline's VAE. The UNet trains on the encoder's latents, which this leaves alone.
+        decoded = make_vae(cfg)
+        decoded.load_state_dict(vae.state_dict())
+        decoded.register_to_config(scaling_factor=vae.config.scaling_factor)
+        tic = time.perf_counter()
+        train_vae(cfg, _decoder_only(decoded), cfg.decoder_steps, cfg.decoder_lr, decoded.decoder.parameters(), rng,
+                  "vae decoder")
+        report["seconds"]["vae_decoder"] = time.perf_counter() - tic
+
+        tokenizer = build_tokenizer(WORDS)
+        text_encoder = make_text_encoder(cfg, tokenizer)
+        unet = make_unet(cfg)
+        tic = time.perf_counter()
+        report["unet_loss"] = float(np.mean(train_unet(cfg, unet, text_encoder, tokenizer, vae, rng)[-100:]))
+        report["seconds"]["unet"] = time.perf_counter() - tic
+        vae, unet = _half_rounded(decoded), _half_rounded(unet)
+    else:
+        earlier = DiffusionPipeline.from_pretrained(resume / "shapes", use_safetensors=True)
+        vae, unet = earlier.vae, earlier.unet
+        text_encoder, tokenizer = earlier.text_encoder, earlier.tokenizer
+        previous = resume / "training.json"
+        if previous.is_file():
+            before = json.loads(previous.read_text())
+            report["seconds"].update({k: v for k, v in before["seconds"].items() if k != "total"})
+            report.update({k: before[k] for k in ("vae_loss", "unet_loss") if k in before})
+            report["psnr"].update({k: v for k, v in before["psnr"].items() if k == "vae_phase1"})
+        report["resumed_from"] = str(resume)
+
+    # Phase 4: the better VAE, from the pipeline's VAE (same encoder), with seeds of its own.
+    torch.manual_seed(cfg.seed + 4)
+    tuned = _decoder_only(AutoencoderKL.from_config(vae.config))
     tuned.load_state_dict(vae.state_dict())
-    tuned.register_to_config(scaling_factor=vae.config.scaling_factor)
-    tuned.encoder.requires_grad_(False)
-    tuned.quant_conv.requires_grad_(False)
     tic = time.perf_counter()
-    train_vae(cfg, tuned, cfg.decoder_steps, cfg.decoder_lr, tuned.decoder.parameters(), rng, "vae decoder")
-    report["seconds"]["vae_decoder"] = time.perf_counter() - tic
-    report["psnr"] = {"vae": psnr(vae, held_out), "vae_ft": psnr(tuned, held_out)}
-
-    tokenizer = build_tokenizer(WORDS)
-    text_encoder = make_text_encoder(cfg, tokenizer)
-    unet = make_unet(cfg)
-    tic = time.perf_counter()
-    report["unet_loss"] = float(np.mean(train_unet(cfg, unet, text_encoder, tokenizer, vae, rng)[-100:]))
-    report["seconds"]["unet"] = time.perf_counter() - tic
-    report["seconds"]["total"] = time.perf_counter() - started
+    train_vae(cfg, tuned, cfg.decoder_more_steps, cfg.decoder_lr, tuned.decoder.parameters(),
+              random.Random(cfg.seed + 4), "vae decoder, further")
+    report["seconds"]["vae_ft"] = time.perf_counter() - tic
+    report["seconds"]["total"] = sum(report["seconds"].values())
+    report["psnr"].update(vae=psnr(vae, held_out), vae_ft=psnr(tuned, held_out))
 
     pipeline = StableDiffusionPipeline(
         vae=vae.half(),  # stored in half precision to stay small; from_pretrained gives float32 as usual
@@ -239,6 +281,5 @@ def train(cfg: Config, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out / "shapes", safe_serialization=True)
     tuned.half().save_pretrained(out / "shapes-vae-ft", safe_serialization=True)
-    report["background"] = list(BACKGROUNDS)
     (out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
