@@ -1,4 +1,5 @@
 # make tutorial: run the notebooks into build/.   make test: unit tests + notebooks under nbval.
+# make wheelhouse (needs PyPI), then make gpu-check on a CUDA machine without registries: see the README.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
 
-.PHONY: setup tutorial test bench lint info clean shapes shapes-eval
+.PHONY: setup tutorial test bench lint info clean shapes shapes-eval wheelhouse gpu-check
 
 setup: $(STAMP)
 
@@ -43,6 +44,14 @@ lint: setup
 
 info: setup
 	$(PY) -m helpers info
+
+# The wheels gpu-check installs on a GPU machine that reaches no registry (diffusers, nbval, Jupyter's kernel).
+wheelhouse: setup
+	$(PY) scripts/wheelhouse.py
+
+# Needs no venv and no make on the GPU machine: `bash scripts/gpu_check.sh` does the same.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf build

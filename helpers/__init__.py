@@ -1,9 +1,19 @@
 """Small helpers for the efficient-diffusion notebooks. Importing this package has no side effects."""
 
-from .device import as_dtype, cpu_has_fast_bf16, device_name, half_dtype, make_generators, pick_device, synchronize
+from .device import (
+    MPS_MAX_BATCH,
+    as_dtype,
+    cap_batch,
+    cpu_has_fast_bf16,
+    device_name,
+    half_dtype,
+    make_generators,
+    pick_device,
+    synchronize,
+)
 from .errors import TutorialError
 from .images import captioned_grid, check_images, image_problems, make_image_grid
-from .memory import GiB, MiB, find_max_batch, flush, is_out_of_memory, measure, peak_memory
+from .memory import GiB, MiB, catch_out_of_memory, find_max_batch, flush, is_out_of_memory, measure, peak_memory
 from .pipelines import (
     FINE_TUNED_VAE,
     PRESET_NAMES,
@@ -11,6 +21,7 @@ from .pipelines import (
     REAL_MODEL,
     default_model,
     get_inputs,
+    hide_torchvision_notice,
     load_pipeline,
     load_vae,
     model_name,
@@ -26,4 +37,5 @@ __all__ = [
     "cpu_has_fast_bf16", "default_model", "device_name", "get_inputs", "find_max_batch", "flush", "half_dtype",
     "image_problems", "is_out_of_memory", "load_pipeline", "load_vae", "make_generators",
     "make_image_grid", "model_name", "peak_memory", "pick_device", "resolve_model", "synchronize", "time_it",
+    "MPS_MAX_BATCH", "cap_batch", "catch_out_of_memory", "hide_torchvision_notice",
 ]

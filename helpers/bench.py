@@ -73,6 +73,11 @@ def keep_freed_memory() -> None:
         raise RuntimeError("glibc's mallopt refused the setting")
 
 
+def seconds_needed(rung: Rung, state: Rung) -> int:
+    """The budget a rung needs to start: minutes when it compiles (on a CPU and on a GPU alike), else 30 s."""
+    return 240 if rung.compiled and not state.compiled else 30
+
+
 def approximate(last: Rung, steps: int) -> Rung:
     """The approximate rung: the last exact rung's settings with fewer steps than the guide's 20."""
     return replace(last, name=f"approx: {last.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if rung is None:  # the approximate rung: whatever settings the exact rungs reached, with fewer steps
             rung = approximate(bench.state, args.approx_steps)
         left = args.budget - (time.perf_counter() - start)
-        needs = 240 if rung.compiled and not bench.state.compiled and device.type == "cpu" else 30
+        needs = seconds_needed(rung, bench.state)
         if left < needs:
             print(f"[{number}/{len(chosen)}] {rung.name}: skipped, {left:.0f} s of the {args.budget:.0f} s budget "
                   f"left and it needs about {needs} s", flush=True)

@@ -1,8 +1,13 @@
-"""Which device and dtype to use, seeded generators, and device synchronisation."""
+"""Which device and dtype to use, seeded generators, device synchronisation, and batch caps per device."""
 
 from __future__ import annotations
 
 import torch
+
+# On Apple MPS, sliced and classic attention build their scores in float32 (about 1 GiB per image of a batch for
+# SD 1.5 at 512x512, so ~8 GiB at batch 8, beyond many Macs), and call baddbmm on uninitialised memory, which
+# can give NaN/black images there (diffusers issue #14438). Batches on MPS are capped at this size.
+MPS_MAX_BATCH = 4
 
 
 def pick_device() -> torch.device:
@@ -74,3 +79,15 @@ def device_name(device: str | torch.device | None = None) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def cap_batch(batch: int, device: str | torch.device | None = None) -> int:
+    """The batch size to run on a device: ``batch``, except on Apple MPS where it is capped (with a one-line note)."""
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a whole number >= 1, got {batch!r}.")
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "mps" and batch > MPS_MAX_BATCH:
+        print(f"Note: batch {batch} capped to {MPS_MAX_BATCH} on Apple MPS: larger batches need about 1 GiB of "
+              "attention scores per image there, beyond many Macs.")
+        return MPS_MAX_BATCH
+    return batch

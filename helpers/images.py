@@ -44,13 +44,44 @@ def image_problems(image) -> list[str]:
     return problems
 
 
-def check_images(images, expected: int | None = None) -> str:
-    """Check a batch: the expected count, and no blank or NaN image; returns a one-line verdict, raises if bad."""
+SAFETY_NOTE = ("blacked out by the safety checker (nsfw_content_detected; with a harmless prompt this is a false "
+               "positive: change the seed, or load the pipeline with safety_checker=None)")
+MPS_NOTE = ("on Apple MPS, sliced and classic attention can give NaN/black images (diffusers issue #14438): "
+            "use the default SDPA attention there")
+
+
+def check_images(images, expected: int | None = None, nsfw=None, device=None) -> str:
+    """Check a batch: the expected count, and no blank or NaN image; returns a one-line verdict, raises if bad.
+
+    ``images`` may be a pipeline's output: its ``nsfw_content_detected`` flags (or ``nsfw=``) mark images the
+    safety checker blacked out, which are reported in the verdict, not raised. On Apple MPS, where a known bug
+    in attention gives black images, bad images are flagged in the verdict instead of raised.
+    """
+    import torch
+
+    from .device import pick_device
+
+    if hasattr(images, "images"):
+        nsfw = getattr(images, "nsfw_content_detected", None) if nsfw is None else nsfw
+        images = images.images
     images = list(images)
     if expected is not None and len(images) != expected:
         raise ValueError(f"Expected {expected} images, got {len(images)}.")
-    bad = {i: p for i, img in enumerate(images) if (p := image_problems(img))}
+    flags = list(nsfw) if nsfw is not None else [False] * len(images)
+    if len(flags) != len(images):
+        raise ValueError(f"Got {len(flags)} safety-checker flags for {len(images)} images.")
+    censored = [i for i, flagged in enumerate(flags) if flagged]
+    bad = {i: p for i, img in enumerate(images) if i not in censored and (p := image_problems(img))}
+    plural = "s" if len(images) != 1 else ""
+    verdict = f"{len(images)} image{plural}, none blank or NaN"
+    if censored:
+        verdict = (f"{len(images)} image{plural}, {len(censored)} {SAFETY_NOTE}: "
+                   f"{', '.join(map(str, censored))}; the others fine")
     if bad:
         detail = "; ".join(f"image {i}: {', '.join(p)}" for i, p in bad.items())
-        raise ValueError(f"{len(bad)} of {len(images)} images are unusable: {detail}")
-    return f"{len(images)} image{'s' if len(images) != 1 else ''}, none blank or NaN"
+        message = f"{len(bad)} of {len(images)} images are unusable: {detail}"
+        device = torch.device(device) if device is not None else pick_device()
+        if device.type != "mps":
+            raise ValueError(message)
+        return f"FLAGGED: {message} ({MPS_NOTE})"
+    return verdict

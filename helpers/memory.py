@@ -6,6 +6,7 @@ import ctypes
 import gc
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -127,11 +128,45 @@ def measure(fn: Callable[[], object], device: str | torch.device | None = None, 
     return timing, peak
 
 
+# Out-of-memory errors that do not say "out of memory": cuBLAS/cuDNN failing to allocate a workspace, MPS asked
+# for a buffer larger than Metal allows, and the CPU allocator.
+OOM_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "invalid buffer size",
+               "can't allocate memory")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """Whether an exception is an out-of-memory error (CUDA, MPS or the CPU allocator)."""
-    return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-    )
+    """Whether an exception is an out-of-memory error (CUDA, cuBLAS, MPS or the CPU allocator)."""
+    # torch.OutOfMemoryError exists from torch 2.5; torch.cuda's name for the same class is older.
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+                  if isinstance(k, type))
+    if kinds and isinstance(err, kinds):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in OOM_MARKERS)
+
+
+class catch_out_of_memory:
+    """Context manager that swallows an out-of-memory error, frees its memory, and records it (``.hit``).
+
+    ``flush()`` inside an ``except`` block frees nothing while the exception's traceback still holds the
+    failed call's tensors; this clears those frames first, then flushes. Any other error propagates.
+    """
+
+    def __init__(self):
+        self.hit = False
+        self.message = ""
+
+    def __enter__(self) -> catch_out_of_memory:
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None or not is_out_of_memory(err):
+            return False
+        self.hit = True
+        self.message = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        traceback.clear_frames(tb)  # drop the locals (tensors) of the frames that raised
+        del err, tb
+        flush()
+        return True
 
 
 @dataclass
@@ -175,7 +210,8 @@ def find_max_batch(
     """Largest batch size ``b`` for which ``run(b)`` neither runs out of memory nor adds more than ``budget`` bytes.
 
     Doubles the batch from ``start`` until a failure or ``limit``, then bisects. Out-of-memory
-    errors are caught and the memory freed; any other error is raised.
+    errors (also those that do not say so, such as cuBLAS failing to allocate) are caught and the memory
+    freed; any other error is raised.
     """
     if start < 1 or limit < start:
         raise ValueError(f"Need 1 <= start <= limit, got start={start}, limit={limit}.")
@@ -185,20 +221,16 @@ def find_max_batch(
 
     def fits(batch: int) -> bool:
         flush()
-        reason, measured = "ok", None
-        try:
+        measured = None
+        with catch_out_of_memory() as oom:
             with peak_memory(device) as measured:
                 run(batch)
-        except Exception as err:  # noqa: BLE001 - only out-of-memory is expected; others re-raised
-            if not is_out_of_memory(err):
-                raise
-            reason = "out of memory"
-        finally:
-            flush()
-        ok = reason == "ok"
+        flush()
+        ok, reason = not oom.hit, "out of memory" if oom.hit else "ok"
         if ok and budget is not None and measured.added > budget:
             ok, reason = False, "over budget"
-        search.trials.append({"batch": batch, "fits": ok, "added": measured.added if measured else 0, "reason": reason})
+        added = measured.added if measured is not None else 0
+        search.trials.append({"batch": batch, "fits": ok, "added": added, "reason": reason})
         return ok
 
     good, top = 0, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -22,7 +23,11 @@ ENV_VAR = "TUTORIAL_MODEL"
 
 
 def default_model(device: str | torch.device | None = None) -> tuple[str, str]:
-    """The model to use when none is given, and why: TUTORIAL_MODEL, else by device."""
+    """The model to use when none is given, and why: TUTORIAL_MODEL, else by the device the tutorial targets.
+
+    ``device`` is the device the tutorial runs on (default: this machine's best), not where one copy of a
+    pipeline is first loaded: a notebook that loads to the CPU before moving to a GPU still gets the GPU's model.
+    """
     if os.environ.get(ENV_VAR):
         return os.environ[ENV_VAR], f"from ${ENV_VAR}"
     device = torch.device(device) if device is not None else pick_device()
@@ -58,6 +63,27 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
         f"Unknown model {model!r}: use {', '.join(MODEL_NAMES)}, "
         "a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."
     )
+
+
+class _TorchvisionFallbackFilter(logging.Filter):
+    """Drops transformers' notice that an image processor falls back to its PIL version without torchvision."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "requires torchvision (not installed); falling back to" not in text
+
+
+def hide_torchvision_notice() -> None:
+    """Hide transformers' two-line notice, when diffusers' pipelines are imported, that torchvision is missing.
+
+    transformers 5 prefers torchvision for image processors and falls back to PIL with a warning; the tutorial only
+    uses the safety checker's feature extractor, which the PIL version serves exactly. torchvision is not a
+    dependency because it must match the installed torch build (a PyPI torchvision on a CPU-only torch fails to
+    import). Only that notice is dropped; every other warning still shows. Calling it again adds nothing.
+    """
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionFallbackFilter) for f in logger.filters):
+        logger.addFilter(_TorchvisionFallbackFilter())
 
 
 @contextlib.contextmanager
@@ -129,9 +155,10 @@ def load_pipeline(
 
     device = torch.device(device) if device is not None else pick_device()
     dtype = as_dtype(dtype, device)
-    model_id = choose_model(device, model, quiet=True)
+    # The default follows the device the tutorial targets, not where this copy is loaded (e.g. the CPU first).
+    model_id = choose_model(None, model, quiet=True)
     if not quiet:
-        print(f"Model: {resolve_model(model, device)[0]} on {device.type}, {dtype} (set {ENV_VAR} to change)")
+        print(f"Model: {resolve_model(model)[0]} on {device.type}, {dtype} (set {ENV_VAR} to change)")
     pipe = from_pretrained(DiffusionPipeline, model_id, dtype=dtype)
     with quiet_logs():
         pipe = pipe.to(device)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# torch.utils.benchmark's clock: it synchronises CUDA/MPS before reading the time.
-from torch.utils.benchmark.utils.timer import timer as _clock
+from .device import synchronize
+
+
+def _clock() -> float:
+    """Wait for the default device's queued work (CUDA or MPS), then read a monotonic clock.
+
+    Synchronised here rather than through torch.utils.benchmark's private timer, which
+    synchronises MPS only from torch 2.9 on: before that, MPS timings would stop too early.
+    """
+    synchronize()
+    return time.perf_counter()
 
 
 @dataclass

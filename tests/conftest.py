@@ -17,3 +17,14 @@ def tiny_pipe():
     from helpers import load_pipeline
 
     return load_pipeline("tiny", dtype=torch.float32, device="cpu", quiet=True)
+
+
+@pytest.fixture
+def simulate_device(monkeypatch):
+    """Make pick_device() see a CUDA or MPS device on this machine: simulate_device("cuda") or ("mps")."""
+
+    def simulate(kind: str) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: kind == "cuda")
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: kind == "mps")
+
+    return simulate

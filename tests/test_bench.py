@@ -41,13 +41,23 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
     assert out.count("[") >= 5  # a progress line per rung
     df = pd.read_csv(tmp_path / "bench.csv", index_col="rung")
     assert len(df) == 5 and list(df["kind"]) == ["exact"] * 4 + ["approximate"]
-    for column in ("unet s/step", "it/s", "vae decode s", "e2e s", "e2e how", "speedup", "TFLOP/s", "core-s/image"):
+    for column in ("unet s/step", "it/s", "vae decode s", "e2e s", "e2e how", "speedup", "TFLOP/s"):
         assert column in df.columns
+    # Core-seconds per image mean something on a CPU only: the bench writes them there and nowhere else.
+    assert ("core-s/image" in df.columns) == (bench.pick_device().type == "cpu")
     assert set(df["e2e how"]) <= {"measured", "estimated"}
     assert df["speedup"].iloc[0] == 1.0
     assert df["max diff"].notna().iloc[-1] and df["max diff"].isna().iloc[:-1].all()
     meta = json.loads((tmp_path / "bench.json").read_text())
     assert meta["model"] == "tiny" and len(meta["rows"]) == 5
+
+
+def test_compiling_needs_minutes_of_budget_on_every_device():
+    base = bench.ladder()[3]
+    compiled = bench.ladder()[-1]
+    assert compiled.compiled and not base.compiled
+    assert bench.seconds_needed(compiled, base) >= 240  # a T4 takes minutes too, not only a CPU
+    assert bench.seconds_needed(compiled, compiled) == bench.seconds_needed(base, base) == 30
 
 
 @pytest.mark.parametrize("args", [["--rungs", "0-2"], ["--rungs", "x"], ["--rungs", "1-9"], ["--steps", "0"],

@@ -51,3 +51,17 @@ def test_generators_reject_zero():
 def test_synchronize_and_name_on_cpu():
     synchronize("cpu")  # must be a harmless no-op
     assert device_name("cpu").startswith("CPU (")
+
+
+def test_batches_are_capped_on_mps_only(capsys, simulate_device):
+    from helpers import MPS_MAX_BATCH, cap_batch
+
+    assert cap_batch(8, "cpu") == 8 and cap_batch(8, "cuda") == 8
+    assert capsys.readouterr().out == ""
+    assert cap_batch(8, "mps") == MPS_MAX_BATCH < 8
+    assert f"capped to {MPS_MAX_BATCH} on Apple MPS" in capsys.readouterr().out
+    assert cap_batch(2, "mps") == 2
+    simulate_device("mps")
+    assert cap_batch(8) == MPS_MAX_BATCH
+    with pytest.raises(ValueError, match="whole number"):
+        cap_batch(0, "mps")

@@ -43,3 +43,26 @@ def test_check_images_verdicts():
         check_images([noise(0), noise(1)], expected=3)
     with pytest.raises(ValueError, match="image 1: blank"):
         check_images([noise(0), Image.new("RGB", (8, 8))])
+
+
+def test_safety_checker_hits_are_reported_not_raised():
+    from types import SimpleNamespace
+
+    black = Image.new("RGB", (8, 8))
+    output = SimpleNamespace(images=[noise(0), black], nsfw_content_detected=[False, True])
+    verdict = check_images(output, expected=2)
+    assert "1 blacked out by the safety checker" in verdict and ": 1;" in verdict
+    assert "safety checker" in check_images([noise(0), black], nsfw=[False, True])
+    with pytest.raises(ValueError, match="image 1: blank"):  # a black image the checker did not flag still fails
+        check_images(SimpleNamespace(images=[noise(0), black], nsfw_content_detected=[False, False]))
+    assert check_images(SimpleNamespace(images=[noise(0)], nsfw_content_detected=None)) == "1 image, none blank or NaN"
+
+
+def test_bad_images_on_mps_are_flagged_not_raised(simulate_device):
+    black = Image.new("RGB", (8, 8))
+    verdict = check_images([noise(0), black], device="mps")
+    assert verdict.startswith("FLAGGED: 1 of 2 images are unusable") and "#14438" in verdict
+    simulate_device("mps")
+    assert check_images([black]).startswith("FLAGGED")
+    with pytest.raises(ValueError):
+        check_images([black], device="cpu")

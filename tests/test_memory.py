@@ -1,8 +1,10 @@
+import weakref
+
 import numpy as np
 import pytest
 import torch
 
-from helpers import find_max_batch, flush, is_out_of_memory, peak_memory
+from helpers import catch_out_of_memory, find_max_batch, flush, is_out_of_memory, peak_memory
 from helpers.memory import MiB
 
 
@@ -97,3 +99,56 @@ def test_measure_times_and_records_peak():
     timing, peak = measure(work, device="cpu", repeats=2, warmup=1)
     assert len(calls) == 3 and len(timing.times) == 2 and timing.value == 1
     assert peak.added > 150 * MiB
+
+
+@pytest.mark.parametrize("message", [
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "Invalid buffer size: 9.50 GB",
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB",
+])
+def test_out_of_memory_errors_that_do_not_say_so(message):
+    assert is_out_of_memory(RuntimeError(message))
+    search = find_max_batch(lambda b: (_ for _ in ()).throw(RuntimeError(message)) if b > 2 else None,
+                            limit=8, device="cpu")
+    assert search.max_batch == 2 and search.consistent()
+
+
+def test_is_out_of_memory_without_torch_out_of_memory_error(monkeypatch):
+    """torch 2.4 has torch.cuda.OutOfMemoryError but not torch.OutOfMemoryError: no AttributeError there."""
+    monkeypatch.delattr(torch, "OutOfMemoryError")
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(ValueError("shape mismatch"))
+
+
+def _fails_holding_a_tensor(refs):
+    big = torch.ones(1024, 1024)  # a local of the failing call: kept alive by the exception's traceback
+    refs.append(weakref.ref(big))
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+
+def test_catch_out_of_memory_frees_the_failed_calls_tensors_before_flushing(monkeypatch):
+    from helpers import memory
+
+    refs, alive_at_flush = [], []
+    monkeypatch.setattr(memory, "flush", lambda: alive_at_flush.append(bool(refs) and refs[-1]() is not None))
+    with catch_out_of_memory() as oom:
+        _fails_holding_a_tensor(refs)
+    assert oom.hit and "CUDA out of memory" in oom.message
+    assert alive_at_flush == [False]  # the tensor was already gone when flush() ran
+
+
+def test_catch_out_of_memory_lets_other_errors_through():
+    with pytest.raises(ValueError, match="bad"), catch_out_of_memory() as oom:
+        raise ValueError("bad")
+    assert not oom.hit
+
+
+def test_a_naive_flush_inside_except_would_not_free(monkeypatch):
+    """The problem catch_out_of_memory solves: inside `except`, the traceback still holds the tensor."""
+    refs = []
+    try:
+        _fails_holding_a_tensor(refs)
+    except torch.cuda.OutOfMemoryError:
+        assert refs[-1]() is not None

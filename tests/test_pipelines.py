@@ -157,3 +157,58 @@ def test_get_inputs_rejects_bad_arguments(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         get_inputs(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_every_load_on_a_gpu_machine_gets_the_real_model(kind, simulate_device, monkeypatch, capsys):
+    """A notebook that loads on the CPU first (float32, offload) must still get the GPU's model, not shapes."""
+    from helpers import choice, pipelines
+
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    simulate_device(kind)
+    monkeypatch.setattr(choice, "check_hub", lambda *args, **kwargs: None)  # no Hub here: pretend it answers
+    loaded = []
+
+    def fake_from_pretrained(cls, spec, **kwargs):  # stands in for the download; records what was asked for
+        loaded.append(spec)
+        return presets.tiny()
+
+    monkeypatch.setattr(pipelines, "from_pretrained", fake_from_pretrained)
+    model = choice.choose_model(kind)
+    assert model == REAL_MODEL
+    assert f"Model: {REAL_MODEL} (default on {kind}" in capsys.readouterr().out
+    for call in (dict(model=None, dtype=torch.float32, device="cpu"), dict(model=None, dtype="half", device="cpu"),
+                 dict(model=model, dtype=torch.float32, device="cpu")):
+        load_pipeline(**call, quiet=True)
+    assert loaded == [REAL_MODEL] * 3
+
+
+def test_choose_model_on_a_cpu_is_shapes_and_honours_the_env(monkeypatch, simulate_device, capsys):
+    from helpers.choice import choose_model, family
+
+    simulate_device("cpu")
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    assert family(choose_model()) == "shapes"
+    monkeypatch.setenv("TUTORIAL_MODEL", "tiny")
+    assert family(choose_model("cuda")) == "tiny"
+    assert family(choose_model("cuda", "shapes")) == "shapes"
+    assert capsys.readouterr().out.count("Model: ") == 3
+
+
+def _stderr_of(code: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "warning"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_importing_the_pipeline_classes_prints_nothing_on_stderr():
+    import importlib.util
+
+    quiet = _stderr_of("import helpers; helpers.hide_torchvision_notice(); "
+                       "from diffusers import StableDiffusionPipeline, DiffusionPipeline; "
+                       "import logging; logging.getLogger('transformers.utils.import_utils').warning('other notice')")
+    # The torchvision notice is gone; any other warning still shows.
+    assert "torchvision" not in quiet and quiet.strip().splitlines()[-1].endswith("other notice")
+    if importlib.util.find_spec("torchvision") is None:  # without the call, the notice is there: the test can fail
+        assert "requires torchvision" in _stderr_of("from diffusers import StableDiffusionPipeline")

@@ -41,3 +41,21 @@ def test_timer_block():
     with Timer() as t:
         time.sleep(0.01)
     assert 0.005 < t.seconds < 0.5
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_time_it_and_timer_synchronise_the_device(kind, simulate_device, monkeypatch):
+    """Before and after each timed call, whatever torch.utils.benchmark's timer does in this torch version."""
+    import torch
+
+    simulate_device(kind)
+    syncs = []
+    if kind == "cuda":
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(kind))
+    else:
+        monkeypatch.setattr(torch.mps, "synchronize", lambda: syncs.append(kind))
+    time_it(lambda: None, repeats=3, warmup=1)
+    assert syncs == [kind] * 6
+    with Timer():
+        pass
+    assert len(syncs) == 8
