@@ -8,7 +8,7 @@
 # Usage: bash scripts/gpu_check.sh            (or `make gpu-check`)
 #        bash scripts/gpu_check.sh --dry-run  (on any machine: say what it would do, check the wheelhouse, run nothing)
 # Environment: PYTHON (default python3, else .venv/bin/python), WHEELHOUSE (default .wheelhouse), GPU_CHECK_OUT (default build/gpu-check),
-#              TESTS_TIMEOUT / NOTEBOOKS_TIMEOUT / BENCH_TIMEOUT in seconds (defaults 150 / 210 / 120).
+#              TESTS_TIMEOUT / NOTEBOOKS_TIMEOUT / BENCH_TIMEOUT in seconds (defaults 300 / 210 / 120).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
@@ -92,7 +92,7 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit stat
 }
 RESULTS=()
 FAILED=0
-step tests "${TESTS_TIMEOUT:-150}" "$PY" -m pytest tests -q
+step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q
 step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" "$PY" -m pytest notebooks -q
 step bench "${BENCH_TIMEOUT:-120}" "$PY" "${BENCH[@]}"
 

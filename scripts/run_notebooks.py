@@ -10,11 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
-from nbconvert import HTMLExporter
-
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "efficient-diffusion"  # installed into the virtual environment by `make setup`
 
@@ -33,6 +28,11 @@ def summary_lines(nb) -> list[str]:
 
 
 def run(path: Path, out_dir: Path, kernel: str) -> bool:
+    import nbformat  # Jupyter's packages load only when a notebook runs: argument errors need none of them
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbconvert import HTMLExporter
+
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:  # stored outputs must not pass for this run's (e.g. after a failing cell)
         if cell.cell_type == "code":

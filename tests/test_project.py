@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+# A bare environment for subprocesses, keeping only where Python finds packages installed outside the venv
+# (gpu-check installs diffusers and nbval into a folder on PYTHONPATH).
+_KEEP = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
 
 
 def _name(requirement: str) -> str:
@@ -51,7 +57,7 @@ def test_notebooks_are_numbered_in_the_guides_order():
 
 def test_info_command_prints_one_screen():
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT)})
+                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) < 25
@@ -68,7 +74,7 @@ def test_runner_never_writes_into_notebooks():
 
 def test_info_flags_a_bad_tutorial_model():
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),
+                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),
                                             "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("default model"))
@@ -77,7 +83,7 @@ def test_info_flags_a_bad_tutorial_model():
 
 def test_runner_stops_at_once_on_a_bad_model():
     proc = subprocess.run([sys.executable, "scripts/run_notebooks.py"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "", "HOME": str(ROOT), "TUTORIAL_MODEL": "nonsense"})
+                          timeout=120, env={**_KEEP, "PATH": "", "HOME": str(ROOT), "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "error: Unknown model 'nonsense': use shapes, tiny, sd15-random, a hub id such as "
