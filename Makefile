@@ -8,8 +8,15 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
+# make generate PROMPTS=prompts.txt [OUT=build/pictures] [NPROC=2] [GENERATE_ARGS="--steps 10"]
+PROMPTS ?=
+OUT ?= build/pictures
+NPROC ?= 1
+GENERATE_ARGS ?=
+# --multi_gpu starts NPROC processes (torchrun), on GPUs or, without CUDA, on the CPU; --cpu would start only one.
+LAUNCH := $(PY) -m accelerate.commands.launch --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup tutorial test bench lint info clean shapes shapes-eval wheelhouse gpu-check
+.PHONY: setup tutorial test bench generate generate-bench lint info clean shapes shapes-eval wheelhouse gpu-check
 
 setup: $(STAMP)
 
@@ -38,6 +45,13 @@ shapes: setup
 
 shapes-eval: setup
 	$(PY) -m helpers.shapes eval
+
+generate: setup
+	@test -n "$(PROMPTS)" || { echo 'usage: make generate PROMPTS=prompts.txt [OUT=build/pictures] [NPROC=2] [GENERATE_ARGS="--steps 10"]'; exit 2; }
+	$(if $(filter 1,$(NPROC)),$(PY),$(LAUNCH) --num_processes $(NPROC)) -m helpers.generate $(PROMPTS) --out $(OUT) $(GENERATE_ARGS)
+
+generate-bench: setup
+	$(PY) scripts/bench_generate.py $(GENERATE_BENCH_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
