@@ -1,35 +1,63 @@
-"""The guide's prompts, and their counterparts for the `shapes` model: the one place that maps them per model.
+"""The guide's prompts and their counterparts for the `shapes` model: the one place that maps prompts per model.
 
-The notebooks spell the guide's prompts out and pass each through ``for_model``: the real model (and the presets)
-get the guide's text unchanged, the `shapes` model gets a prompt from its own small world that teaches the same
-lesson (a detailed prompt names the background; the tweaked word is the colour instead of the age).
+The notebooks spell the guide's prompts out and pass each through ``for_model``. The real model (and the presets)
+get the text unchanged; the `shapes` model gets each of the guide's phrases swapped for one from its own small world
+that teaches the same lesson: the detailed prompt names the background, the tweaked word is the colour instead of
+the age, and the negative prompt names a background to avoid.
 """
 
 from __future__ import annotations
 
+import re
+
 from .choice import family
+from .shapes.world import WORDS
 
 GUIDE_PROMPT = "portrait photo of a old warrior chief"
 GUIDE_DETAILS = ", tribal panther make up, blue on red, side profile, looking away, serious eyes"
 GUIDE_STYLE = " 50mm portrait photography, hard rim lighting photography--beta --ar 2:3 --beta --upbeta"
 GUIDE_AGES = ("the oldest warrior chief", "a old warrior chief", "a warrior chief", "a young warrior chief")
+NEGATIVE = "blurry, low quality, deformed, extra fingers, watermark, text"
 
-SHAPES = {
-    GUIDE_PROMPT: "a red circle",
-    GUIDE_DETAILS: " on a black background",
+# Each guide phrase and its shapes counterpart. The guide's tweak varies the chief's age, shapes varies the circle's
+# colour ("a old warrior chief" stays red, so the tweak's second prompt is the detailed prompt, as in the guide).
+# The colours are neighbouring hues, and the background is gray: the trained model follows a named gray background
+# best (seeds 0-7: gray 7 of 8 when named, 2 of 8 unnamed; black 5 of 8), and keeps a seed's layout across close hues.
+AGE_COLOURS = dict(zip(GUIDE_AGES, ("orange", "red", "yellow", "green"), strict=True))
+SHAPES_PHRASES = {
+    **{f"portrait photo of {age}": f"a {colour} circle" for age, colour in AGE_COLOURS.items()},
+    GUIDE_DETAILS: " on a gray background",
     GUIDE_STYLE: "",
-    # The tweak varies one word and keeps the seed: the age for the guide, the colour for shapes.
-    GUIDE_AGES[0]: "a red circle",
-    GUIDE_AGES[1]: "a yellow circle",
-    GUIDE_AGES[2]: "a green circle",
-    GUIDE_AGES[3]: "a blue circle",
+    NEGATIVE: "a white background",
 }
+_LEFTOVER = re.compile(r"[^\s,]+")
 
 
 def for_model(text: str, model_id: str) -> str:
-    """The guide's ``text`` as it suits ``model_id``: unchanged, or its `shapes` counterpart."""
+    """The prompt ``text`` as it suits ``model_id``: unchanged, or with the guide's phrases in shapes' words.
+
+    For `shapes`, text already in its words ('a blue square on a gray background') passes through; any other
+    leftover word raises a KeyError that names it.
+    """
     if family(model_id) != "shapes":
         return text
-    if text not in SHAPES:
-        raise KeyError(f"No shapes counterpart for {text!r}: add one to helpers/prompts.py.")
-    return SHAPES[text]
+    mapped = text
+    for phrase in sorted(SHAPES_PHRASES, key=len, reverse=True):  # longest first: no phrase eats part of another
+        mapped = mapped.replace(phrase, SHAPES_PHRASES[phrase])
+    unknown = [word for word in _LEFTOVER.findall(mapped) if word.lower() not in WORDS]
+    if unknown:
+        raise KeyError(f"No shapes counterpart for {text!r} (unknown words: {', '.join(unknown)}): write it in the "
+                       f"shapes world's words ({', '.join(WORDS)}) or add a counterpart to helpers/prompts.py.")
+    return " ".join(mapped.split())
+
+
+# 02 judges every picture of its batches, made with the guide's seeds 0-7. There `shapes` draws the guide's prompt
+# as a red triangle: the trained model gets it right at all eight seeds (bfloat16 and float32), a red circle at six.
+BATCH_SHAPES = {GUIDE_PROMPT: "a red triangle"}
+
+
+def for_batch(text: str, model_id: str) -> str:
+    """Like ``for_model``, for a prompt whose pictures are judged at every seed of a batch (seeds 0 to 7)."""
+    if family(model_id) == "shapes" and text in BATCH_SHAPES:
+        return BATCH_SHAPES[text]
+    return for_model(text, model_id)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
+
+from .errors import TutorialError
 
 # Published figures, quoted from the guide (diffusers "Effective and efficient diffusion",
 # SD 1.5 at 512x512 on a Tesla T4). Seconds per image. Reference only: never measured here.
@@ -89,3 +95,72 @@ class Results:
         fig.tight_layout()
         plt.close(fig)
         return fig
+
+
+@dataclass
+class BenchFigures:
+    """What ``make bench`` measured at real size: the machine it ran on, and one row per rung with its lesson."""
+
+    machine: str
+    table: pd.DataFrame
+
+    def describe(self) -> str:
+        """One sentence per rung after the first: its speedup over the rung before, and the lesson it supports."""
+        lines = []
+        for rung, row in self.table.iloc[1:].iterrows():
+            lines.append(f"{rung}: {row['vs rung before']:.1f}x the speed of the rung before "
+                         f"({row['seconds']:.1f} s per image) - {row['lesson']}.")
+        return "\n".join(lines)
+
+
+def _lessons(rows: list[dict]) -> list[str]:
+    """What each rung adds to the one before (rungs are cumulative), named by the notebook step it supports."""
+    lessons, before = [], None
+    for row in rows:
+        if before is None:
+            lessons.append("baseline: float32, PNDM 50 steps (steps 1-2)" if row.get("dtype") == "float32"
+                           and row.get("solver", "pndm") == "pndm" else "baseline")
+        elif row.get("kind") == "approximate":
+            lessons.append("beyond the guide: fewer steps than 20, an approximation")
+        else:
+            changes = []
+            if row.get("dtype") != before.get("dtype"):
+                changes.append("half precision (step 3)")
+            if (row.get("solver"), row.get("steps")) != (before.get("solver"), before.get("steps")):
+                changes.append("the scheduler and its steps (step 4)")
+            lessons.append(" + ".join(changes) or "beyond the guide: same precision and steps, faster execution")
+        if row.get("kind") != "approximate":
+            before = row
+    return lessons
+
+
+def read_bench(path: str | Path) -> BenchFigures | None:
+    """The figures ``make bench`` wrote to ``path`` (build/bench.json), or None when there are none yet."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rows = data["rows"]
+        if not rows or not all("rung" in r and float(r["e2e s"]) > 0 for r in rows):
+            raise ValueError("a rung without its name or seconds")
+    except (ValueError, KeyError, TypeError) as err:
+        raise TutorialError(f"{path} is not a bench.json that `make bench` wrote ({type(err).__name__}: {err}); "
+                            "run `make bench` again to rewrite it.") from None
+    table = pd.DataFrame(rows).set_index("rung")
+    seconds = table["e2e s"].astype(float)
+    exact_before = seconds.where(table.get("kind", pd.Series("exact", index=table.index)) != "approximate")
+    frame = pd.DataFrame({
+        "lesson": _lessons(rows),
+        "dtype": table.get("dtype"),
+        "scheduler": table.get("solver"),
+        "steps": table.get("steps"),
+        "seconds": seconds.round(2),
+        "measured or estimated": table.get("e2e how"),
+        "speedup": (seconds.iloc[0] / seconds).round(2),
+        "vs rung before": (exact_before.ffill().shift(1) / seconds).round(2),
+    }, index=table.index).dropna(axis=1, how="all")
+    size = f"{data['height']}x{data['width']}" if "height" in data and "width" in data else "its default size"
+    machine = (f"{data.get('machine') or data.get('device', 'an unnamed device')}, torch {data.get('torch', '?')}: "
+               f"{data.get('model', 'the model')} at {size}")
+    return BenchFigures(machine, frame)

@@ -52,7 +52,7 @@ def test_committed_notebook_is_clean(path):
 
 
 def test_notebooks_are_numbered_in_the_guides_order():
-    assert [p.name for p in NOTEBOOKS] == ["01_speed.ipynb", "02_memory.ipynb", "03_quality.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01_speed.ipynb", "02_memory.ipynb", "03_quality.ipynb", "04_beyond.ipynb"]
 
 
 def test_info_command_prints_one_screen():
@@ -88,3 +88,37 @@ def test_runner_stops_at_once_on_a_bad_model():
     assert proc.stderr.strip().splitlines() == [
         "error: Unknown model 'nonsense': use shapes, tiny, sd15-random, a hub id such as "
         "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."]
+
+
+def test_every_helpers_package_is_installed():
+    """A pip install (Colab's) ships only the packages pyproject lists: every helpers folder must be among them."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "helpers").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
+
+
+SPEED_MEMORY = [p for p in NOTEBOOKS if p.name in ("01_speed.ipynb", "02_memory.ipynb")]
+
+
+@pytest.mark.parametrize("path", SPEED_MEMORY, ids=[p.name for p in SPEED_MEMORY])
+def test_cells_show_diffusers_own_calls(path):
+    """A learner copies cells: they show from_pretrained, CPU generators and the guide's prompt, not our wrappers."""
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert code.count("choose_model(") == 1, "resolve the model once, for the notebook's device"
+    assert "DiffusionPipeline.from_pretrained(model_id, use_safetensors=True" in code
+    assert 'torch.Generator("cpu").manual_seed(' in code
+    assert 'DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)' in code
+    assert re.search(r'for_(model|batch)\("portrait photo of a old warrior chief", model_id\)', code)
+    for wrapper in ("load_pipeline", "load_vae", "PROMPT", "import get_inputs", "get_inputs,"):
+        assert wrapper not in code, f"{wrapper} is our wrapper: spell the diffusers call out instead"
+
+
+@pytest.mark.parametrize("path", SPEED_MEMORY, ids=[p.name for p in SPEED_MEMORY])
+def test_lessons_are_checked_with_the_judge(path):
+    """Each notebook's checked cells judge its pictures, not only their dtype or count."""
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    checked = "\n".join(c for c in cells if c.startswith("# NBVAL_CHECK_OUTPUT"))
+    wanted = {"01_speed.ipynb": ("shows_prompt(", "same_layout("),
+              "02_memory.ipynb": ("shows_prompt(", "same_pictures(")}
+    for call in wanted[path.name]:
+        assert call in checked

@@ -1,0 +1,143 @@
+"""Checks for the notebooks' pictures, as one-line verdicts that read the same on every device.
+
+``shows_prompt`` asks the `shapes` judge whether each picture shows what its prompt asks; ``same_layout`` whether
+several pictures show the same shape in the same place; ``same_pictures`` whether two sets of pictures are equal
+within a stated pixel tolerance. The judge knows only the `shapes` world: for other models the first two check
+what can be checked everywhere (no blank or NaN picture) and say that the rest was not judged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .choice import family
+from .images import check_images
+from .shapes import BACKGROUNDS, COLOURS, SHAPES, analyse
+
+NOT_JUDGED = "not judged: the judge reads only the shapes model's pictures"
+_PROMPT = re.compile(rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})(?: on a ({'|'.join(BACKGROUNDS)}) background)?$")
+
+
+def asks(prompt: str) -> dict:
+    """What a `shapes` prompt asks for: colour, shape, and background (None when the prompt names none)."""
+    match = _PROMPT.match(prompt.strip().lower())
+    if not match:
+        raise ValueError(f"{prompt!r} is not a shapes prompt: write 'a red circle' or 'a red circle on a black "
+                         f"background' with a colour from {', '.join(COLOURS)} and a shape from {', '.join(SHAPES)}.")
+    colour, shape, background = match.groups()
+    return {"colour": colour, "shape": shape, "background": background}
+
+
+def _labelled(images, labels) -> tuple[list, list[str]]:
+    if isinstance(images, Mapping):
+        return list(images.values()), [str(k) for k in images]
+    images = list(images) if isinstance(images, Iterable) and not hasattr(images, "size") else [images]
+    labels = [str(x) for x in labels] if labels is not None else [f"picture {i}" for i in range(len(images))]
+    if len(labels) != len(images):
+        raise ValueError(f"Got {len(images)} pictures and {len(labels)} labels.")
+    return images, labels
+
+
+def _prompts(prompts: str | Sequence[str], n: int) -> list[str]:
+    prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != n:
+        raise ValueError(f"Got {len(prompts)} prompts for {n} pictures.")
+    return prompts
+
+
+def judge_table(images, prompts: str | Sequence[str], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """What the judge sees in each `shapes` picture beside what its prompt asks: one row per picture.
+
+    ``images`` is a list of pictures or a {label: picture} dict. Columns: prompt, seen colour, shape and background,
+    centroid (cx, cy, pixels), area (pixels), and ``ok``: colour, shape and any named background all match.
+    """
+    images, labels = _labelled(images, labels)
+    rows = []
+    for label, image, prompt in zip(labels, images, _prompts(prompts, len(images)), strict=True):
+        want, seen = asks(prompt), analyse(image)
+        ok = (seen.colour, seen.shape) == (want["colour"], want["shape"]) and want["background"] in (
+            None, seen.background)
+        rows.append({"picture": label, "prompt": prompt, "colour": seen.colour, "shape": seen.shape,
+                     "background": seen.background, "cx": round(seen.cx, 1), "cy": round(seen.cy, 1),
+                     "area": seen.area, "ok": ok})
+    return pd.DataFrame(rows).set_index("picture")
+
+
+def _seen(row) -> str:
+    return f"{row['colour']} {row['shape']}" if row["shape"] else "no shape"
+
+
+def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Sequence[str] | None = None) -> str:
+    """Whether every picture shows what its prompt asks (by the judge, for `shapes`), as one line.
+
+    Raises if a picture is blank or NaN, for every model. For other models than `shapes` it says so and stops there.
+    """
+    images, labels = _labelled(images, labels)
+    basics = check_images(images)
+    if family(model_id) != "shapes":
+        return f"{basics}; {NOT_JUDGED}"
+    table = judge_table(images, prompts, labels)
+    n, bad = len(table), table[~table.ok]
+    if bad.empty:
+        asked = ", ".join(dict.fromkeys(table.prompt))
+        return (f"{n} of {n} picture{'s show' if n != 1 else ' shows'} what {'their' if n != 1 else 'its'} "
+                f"prompt asks ({asked})")
+    misses = "; ".join(f"{label}: asked {row['prompt']!r}, saw {_seen(row)} on {row['background']}"
+                       for label, row in bad.iterrows())
+    return f"{n - len(bad)} of {n} pictures show what their prompt asks; {misses}"
+
+
+def same_layout(images, model_id: str, tolerance: float = 3.0, labels: Sequence[str] | None = None) -> str:
+    """Whether the pictures show the same colour and shape with centroids within ``tolerance`` pixels of each other.
+
+    For `shapes` only (by the judge); other models get the blank/NaN check and a note that the layout was not judged.
+    """
+    images, labels = _labelled(images, labels)
+    basics = check_images(images)
+    if family(model_id) != "shapes":
+        return f"{basics}; {NOT_JUDGED}"
+    seen = [analyse(image) for image in images]
+    first = seen[0]
+    kinds = {(v.colour, v.shape) for v in seen}
+    spread = max(math.dist((a.cx, a.cy), (b.cx, b.cy)) for a in seen for b in seen)
+    if len(kinds) == 1 and first.shape and spread <= tolerance:
+        return (f"all {len(seen)} pictures show the same {first.colour} {first.shape}, "
+                f"centroids within {tolerance:g} px of each other")
+    where = "; ".join(f"{label}: {v.colour or 'no'} {v.shape or 'shape'} at ({v.cx:.1f}, {v.cy:.1f})"
+                      for label, v in zip(labels, seen, strict=True))
+    return f"the pictures differ (tolerance {tolerance:g} px): {where}"
+
+
+def _levels(picture) -> np.ndarray:
+    """A picture as float64 pixel levels 0-255: PIL images and integer arrays as they are, float arrays (0-1) x 255."""
+    array = np.asarray(picture)
+    return array.astype(np.float64) * 255 if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
+
+
+def pixel_difference(a, b) -> tuple[float, float]:
+    """Largest and mean absolute difference between two pictures (or two lists of them), in 0-255 levels."""
+    first = np.stack([_levels(p) for p in (a if isinstance(a, list | tuple) else [a])])
+    second = np.stack([_levels(p) for p in (b if isinstance(b, list | tuple) else [b])])
+    if first.shape != second.shape:
+        raise ValueError(f"Cannot compare pictures of shapes {first.shape} and {second.shape}.")
+    diff = np.abs(first - second)
+    return float(diff.max()), float(diff.mean())
+
+
+def same_pictures(a, b, mean_below: float = 1.0) -> str:
+    """Whether two lists of pictures are the same: each pair's mean pixel difference below ``mean_below`` levels."""
+    a, b = list(a), list(b)
+    if len(a) != len(b):
+        raise ValueError(f"Cannot compare {len(a)} pictures with {len(b)}.")
+    means = [pixel_difference(x, y)[1] for x, y in zip(a, b, strict=True)]
+    far = [i for i, m in enumerate(means) if m >= mean_below]
+    if not far:
+        return (f"the same {len(a)} picture{'s' if len(a) != 1 else ''}: mean pixel difference below "
+                f"{mean_below:g} level (of 255) for each")
+    detail = ", ".join(f"picture {i}: {means[i]:.2f}" for i in far)
+    return f"{len(far)} of {len(a)} pictures differ by a mean of {mean_below:g} level (of 255) or more ({detail})"

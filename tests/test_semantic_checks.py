@@ -1,0 +1,86 @@
+"""The notebooks' semantic checks can fail: with random `shapes` UNet weights, nbval must fail on a judge cell.
+
+Deselect with ``-m "not slow"``; ``make test`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = Path("notebooks/03_quality.ipynb")  # the one with most judge checks; one notebook keeps this quick
+JUDGED = "if judged:"  # the notebook's judge verdicts sit under this test (the judge knows shapes only)
+
+
+def _copy_repository(to: Path) -> None:
+    """The files nbval needs: the notebook (up to its last judge check), helpers, models, pyproject.toml and
+    the sanitize file."""
+    to.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "helpers", to / "helpers", ignore=ignore)
+    shutil.copytree(ROOT / "models", to / "models", ignore=ignore)  # follows a symlinked models/ folder
+    (to / "notebooks").mkdir()
+    notebook = json.loads((ROOT / NOTEBOOK).read_text(encoding="utf-8"))
+    cells = notebook["cells"]
+    last = max(i for i, cell in enumerate(cells) if _is_judge_check("".join(cell["source"])))
+    notebook["cells"] = cells[: last + 1]  # the cells after the last judge check only cost time here
+    (to / NOTEBOOK).write_text(json.dumps(notebook), encoding="utf-8")
+    (to / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "sanitize.cfg", to / "tests" / "sanitize.cfg")
+    shutil.copy(ROOT / "pyproject.toml", to / "pyproject.toml")
+
+
+def _is_judge_check(source: str) -> bool:
+    """Whether a cell's source is a compared cell that prints the judge's verdicts."""
+    return "NBVAL_CHECK_OUTPUT" in source and JUDGED in source
+
+
+def _randomise_unet(folder: Path) -> None:
+    """Overwrite the UNet's weights with a fresh random initialisation of the same architecture (fixed seed)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    before = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder))
+    unet.save_pretrained(folder, safe_serialization=True)
+    assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() != before
+
+
+def _failing_cells(report: str, notebook: Path) -> list[str]:
+    """The source of each cell nbval reports as failed (nbval numbers the code cells only)."""
+    cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    indices = {int(i) for i in re.findall(rf"FAILED \S*{re.escape(notebook.name)}::Cell (\d+)", report)}
+    return ["".join(cells[i]["source"]) for i in sorted(indices) if i < len(cells)]
+
+
+@pytest.mark.slow
+def test_random_unet_fails_a_semantic_cell(tmp_path):
+    """nbval on a copy whose shapes UNet is random fails, and a failing cell is one that asks the judge."""
+    copy = tmp_path / "repo"
+    _copy_repository(copy)
+    _randomise_unet(copy / "models" / "shapes" / "unet")
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])))
+    probe = [sys.executable, "-c", "import helpers.choice as c; print(c.MODELS)"]
+    where = subprocess.run(probe, cwd=copy / "notebooks", env=env, capture_output=True, text=True, check=True).stdout
+    where = where.strip()
+    assert Path(where) == copy / "models", f"the notebook would load models from {where}, not the copy"
+
+    # pyproject.toml's addopts (--nbval-lax, the sanitize file as a relative path) apply with the copy as rootdir.
+    run = subprocess.run([sys.executable, "-m", "pytest", str(NOTEBOOK), "-rf"],
+                         cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    report = run.stdout + run.stderr
+    assert run.returncode == 1, f"nbval should fail on the random UNet (exit {run.returncode}):\n{report[-3000:]}"
+    failing = _failing_cells(report, copy / NOTEBOOK)
+    assert failing, f"no failing cell found in nbval's report:\n{report[-3000:]}"
+    semantic = [source for source in failing if _is_judge_check(source)]
+    assert semantic, "the failing cells are not judge checks:\n" + "\n---\n".join(failing)
