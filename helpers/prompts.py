@@ -21,14 +21,15 @@ NEGATIVE = "blurry, low quality, deformed, extra fingers, watermark, text"
 
 # Each guide phrase and its shapes counterpart. The guide's tweak varies the chief's age, shapes varies the circle's
 # colour ("a old warrior chief" stays red, so the tweak's second prompt is the detailed prompt, as in the guide).
-# The colours are neighbouring hues, and the background is gray: the trained model follows a named gray background
-# best (seeds 0-7: gray 7 of 8 when named, 2 of 8 unnamed; black 5 of 8), and keeps a seed's layout across close hues.
+# Measured with the shipped model at seeds 0-7, DPM-Solver++ 20 steps, in float32, bfloat16 and float16 alike:
+# "a red circle" is a red circle at all eight seeds, on a gray background at six and black at two; naming a white
+# background gives white at all eight; a negative prompt naming the gray background leaves none gray.
 AGE_COLOURS = dict(zip(GUIDE_AGES, ("orange", "red", "yellow", "green"), strict=True))
 SHAPES_PHRASES = {
     **{f"portrait photo of {age}": f"a {colour} circle" for age, colour in AGE_COLOURS.items()},
-    GUIDE_DETAILS: " on a gray background",
+    GUIDE_DETAILS: " on a white background",
     GUIDE_STYLE: "",
-    NEGATIVE: "a white background",
+    NEGATIVE: "a gray background",
 }
 _LEFTOVER = re.compile(r"[^\s,]+")
 
@@ -49,15 +50,3 @@ def for_model(text: str, model_id: str) -> str:
         raise KeyError(f"No shapes counterpart for {text!r} (unknown words: {', '.join(unknown)}): write it in the "
                        f"shapes world's words ({', '.join(WORDS)}) or add a counterpart to helpers/prompts.py.")
     return " ".join(mapped.split())
-
-
-# 02 judges every picture of its batches, made with the guide's seeds 0-7. There `shapes` draws the guide's prompt
-# as a red triangle: the trained model gets it right at all eight seeds (bfloat16 and float32), a red circle at six.
-BATCH_SHAPES = {GUIDE_PROMPT: "a red triangle"}
-
-
-def for_batch(text: str, model_id: str) -> str:
-    """Like ``for_model``, for a prompt whose pictures are judged at every seed of a batch (seeds 0 to 7)."""
-    if family(model_id) == "shapes" and text in BATCH_SHAPES:
-        return BATCH_SHAPES[text]
-    return for_model(text, model_id)

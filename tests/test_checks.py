@@ -67,12 +67,3 @@ def test_same_pictures_states_the_tolerance_and_fails_beyond_it():
     assert same_pictures(a, [p.copy() for p in a]) == (
         "the same 2 pictures: mean pixel difference below 1 level (of 255) for each")
     assert same_pictures(a, [a[0], picture(colour="green")]).startswith("1 of 2 pictures differ")
-
-
-def test_batch_prompts_map_the_guide_prompt_for_shapes_only():
-    from helpers.prompts import GUIDE_PROMPT, for_batch, for_model
-
-    assert for_batch(GUIDE_PROMPT, SHAPES_ID) == "a red triangle"
-    assert asks(for_batch(GUIDE_PROMPT, SHAPES_ID))["shape"] == "triangle"
-    assert for_batch(GUIDE_PROMPT, "stable-diffusion-v1-5/stable-diffusion-v1-5") == GUIDE_PROMPT
-    assert for_batch(GUIDE_PROMPT + "x", "some/model") == for_model(GUIDE_PROMPT + "x", "some/model")

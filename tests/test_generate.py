@@ -29,7 +29,11 @@ def _keep_threads():
 
 
 def run_here(prompts: Path, out: Path, *extra: str) -> int:
-    return generate.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
+    """A run in this process, on the CPU like the two-process run (which hides any GPU), so that both make the same
+    bytes on a GPU machine too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("helpers.device.pick_device", lambda: torch.device("cpu"))
+        return generate.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
 
 
 def pictures(out: Path) -> dict[str, bytes]:

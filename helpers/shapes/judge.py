@@ -14,6 +14,7 @@ _HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in 
 # Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free):
 # a disc gives 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77.
 _SQUARE_FROM, _TRIANGLE_FROM = 0.41, 0.63
+_HUE_TOLERANCE = 1 / 12  # 30 degrees either side of the shape's mean hue (the colours lie 32 degrees apart or more)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,26 @@ def _as_array(image) -> np.ndarray:
     if image.dtype != np.uint8:  # floats in 0..1, as pipelines return with output_type="np"
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image
+
+
+def _hues(rgb: np.ndarray) -> np.ndarray:
+    """The hue (0..1) of every pixel of an (H, W, 3) array of floats in 0..1."""
+    top, bottom = rgb.max(-1), rgb.min(-1)
+    span = np.maximum(top - bottom, 1e-6)
+    r, g, b = np.moveaxis(rgb, -1, 0)
+    hue = np.where(top == r, (g - b) / span, np.where(top == g, 2 + (b - r) / span, 4 + (r - g) / span))
+    return hue / 6 % 1
+
+
+def _mean_hue(hues: np.ndarray) -> float:
+    """The circular mean of hues in 0..1."""
+    return float(np.angle(np.exp(2j * np.pi * hues).mean()) / (2 * np.pi) % 1)
+
+
+def _hue_distance(a, b):
+    """How far apart two hues are around the colour circle (0..0.5)."""
+    d = np.abs(np.asarray(a) - b) % 1
+    return np.minimum(d, 1 - d)
 
 
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
@@ -73,10 +94,14 @@ def analyse(image) -> Verdict:
         return Verdict(None, None, background, float("nan"), float("nan"), int(mask.sum()))
     mask = _largest_blob(mask)
 
-    pixels = rgb[mask]
-    hues = np.array([colorsys.rgb_to_hsv(*p)[0] for p in pixels])
-    angle = np.angle(np.exp(2j * np.pi * hues).mean()) / (2 * np.pi) % 1  # circular mean of the hue
-    colour = min(_HUES, key=lambda name: min(abs(_HUES[name] - angle), 1 - abs(_HUES[name] - angle)))
+    hue = _hues(rgb)
+    angle = _mean_hue(hue[mask])
+    colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
+    # The shape is the pixels of its own colour: a fringe of another hue at its edge (a generated picture's
+    # artefact) would otherwise count as part of the outline.
+    own = mask & (_hue_distance(hue, angle) < _HUE_TOLERANCE)
+    if own.sum() >= 20:
+        mask = _largest_blob(own)
 
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()

@@ -6,6 +6,7 @@ Everything is seeded, the pictures are rendered on the fly, and the result is a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -33,7 +34,7 @@ class Config:
     vae_channels: tuple[int, ...] = (32, 64, 64)
     vae_steps: int = 500
     vae_batch: int = 32
-    vae_lr: float = 1e-3
+    vae_lr: float = 2e-3
     kl_weight: float = 1e-6
     decoder_steps: int = 300
     decoder_lr: float = 3e-4
@@ -47,6 +48,9 @@ class Config:
     warmup: int = 100
     ema_decay: float = 0.999
     snr_gamma: float = 5.0  # min-SNR loss weighting
+    # Offset noise: a per-picture, per-channel constant added to the noise. Without it, SD's schedule leaves the
+    # latents' mean nearly untouched at the last step, so the seed, not the prompt, picks a white or black background.
+    noise_offset: float = 0.1
     empty_caption: float = 0.1  # share of empty captions, so classifier-free guidance has an unconditional model
     name_background: float = 0.5  # share of captions that name the background
     eval_pictures: int = 256  # held-out pictures for the VAEs' PSNR
@@ -85,11 +89,16 @@ def make_vae(cfg: Config):
     from diffusers import AutoencoderKL
 
     levels = len(cfg.vae_channels)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, sample_size=SIZE, layers_per_block=1,
         block_out_channels=cfg.vae_channels, norm_num_groups=32,
         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
     )
+    # Start the posterior's log-variance near -10 (a standard deviation near 0.007) rather than 0: a fresh VAE's
+    # latents are small, and unit noise on them hides everything from the decoder for hundreds of steps.
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.latent_channels:] = -10.0
+    return vae
 
 
 def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Random, desc: str) -> list[float]:
@@ -171,6 +180,7 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
             posterior = vae.encode(x.contiguous(memory_format=torch.channels_last)).latent_dist
         latents = posterior.sample(generator).float().contiguous(memory_format=torch.channels_last) * scale
         noise = torch.randn(latents.shape, generator=generator)
+        noise += cfg.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x),), generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         prediction = unet(noisy, t, encoder_hidden_states=text_encoder(ids)[0]).sample
@@ -211,7 +221,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
     output folder (its ``shapes`` pipeline, whose VAE is phase 2's) and runs phase 4 only. Phase 4 starts from
     float16-rounded weights (as saved) in a full run too, with seeds of its own, so both paths agree.
     """
-    from diffusers import AutoencoderKL, DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -259,8 +269,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
 
     # Phase 4: the better VAE, from the pipeline's VAE (same encoder), with seeds of its own.
     torch.manual_seed(cfg.seed + 4)
-    tuned = _decoder_only(AutoencoderKL.from_config(vae.config))
-    tuned.load_state_dict(vae.state_dict())
+    tuned = _decoder_only(copy.deepcopy(vae))  # keeps the scaling factor, which from_config would reset
     tic = time.perf_counter()
     train_vae(cfg, tuned, cfg.decoder_more_steps, cfg.decoder_lr, tuned.decoder.parameters(),
               random.Random(cfg.seed + 4), "vae decoder, further")
