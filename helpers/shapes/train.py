@@ -6,7 +6,6 @@ Everything is seeded, the pictures are rendered on the fly, and the result is a 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import random
@@ -221,7 +220,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
     output folder (its ``shapes`` pipeline, whose VAE is phase 2's) and runs phase 4 only. Phase 4 starts from
     float16-rounded weights (as saved) in a full run too, with seeds of its own, so both paths agree.
     """
-    from diffusers import DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -269,7 +268,10 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
 
     # Phase 4: the better VAE, from the pipeline's VAE (same encoder), with seeds of its own.
     torch.manual_seed(cfg.seed + 4)
-    tuned = _decoder_only(copy.deepcopy(vae))  # keeps the scaling factor, which from_config would reset
+    tuned = _decoder_only(AutoencoderKL.from_config(vae.config))
+    tuned.load_state_dict(vae.state_dict())
+    # from_config resets a scaling factor registered after __init__ (diffusers lists it as a default value): set it.
+    tuned.register_to_config(scaling_factor=vae.config.scaling_factor)
     tic = time.perf_counter()
     train_vae(cfg, tuned, cfg.decoder_more_steps, cfg.decoder_lr, tuned.decoder.parameters(),
               random.Random(cfg.seed + 4), "vae decoder, further")
