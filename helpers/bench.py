@@ -1,17 +1,23 @@
-"""``python -m helpers.bench``: the guide's speed ladder at real scale, measured on this device.
+"""``python -m helpers.bench``: the guide's speed ladder at real scale, measured on this device, against its limit.
 
-Each rung keeps the previous rung's settings and adds one: full precision and PNDM at 50 steps (the guide's
+The rungs, each one setting added to the best rung so far: full precision and PNDM at 50 steps (the guide's
 baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout with fused QKV projections,
-on a Linux CPU an allocator setting (glibc keeps freed memory for reuse instead of handing it back to the
-system and faulting it in again at the next call), then torch.compile. These are *exact* rungs: they change
-precision, solver/step count as the guide does, layout, allocation, compilation or kernels, never the model.
-With ``--approx``, an *approximate* rung follows: the last exact rung's settings with fewer steps than the
-guide's 20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
+attention heads zero-padded to a multiple of 64, torch.compile, and last, on a Linux CPU, an allocator setting
+(glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
+next call; it is last because it cannot be taken back). These are *exact* rungs: they change precision,
+solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. A rung whose
+end-to-end time is slower than the best rung so far is printed with ``kept: no``, and the rungs after it build
+on the best settings instead (from a freshly loaded pipeline when a setting must be taken off). With
+``--approx``, an *approximate* rung follows: the best exact rung's settings with fewer steps than the guide's
+20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
 
-For each rung: the UNet's latency per step (one call on a batch of 2: classifier-free guidance), the VAE decode
-time, end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
+Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
+UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak). For each rung: the UNet's latency per
+step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode time,
+end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
 decode: the ``e2e how`` column says which), speedup over the baseline, iterations per second, core-seconds per
-image (CPU), and achieved TFLOP/s with FLOPs counted by torch.utils.flop_counter on a meta-device copy.
+image (CPU), achieved TFLOP/s with FLOPs counted by torch.utils.flop_counter on a meta-device copy, the UNet's
+TFLOP/s as a percentage of the measured peak for its dtype (``unet % peak``), and whether the rung was kept.
 """
 
 from __future__ import annotations
@@ -21,15 +27,19 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
+from .attention import pad_attention_heads
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
+from .peak import cpu_model, isa_line, measure_peak, percent_of_peak
 from .pipelines import PROMPT, load_pipeline, quiet_logs
 from .timing import time_it
+
+PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
 
 
 @dataclass(frozen=True)
@@ -40,23 +50,44 @@ class Rung:
     half: bool = False
     solver: str = "pndm"  # "pndm" or "dpm"
     steps: int = 50
-    channels_last: bool = False
-    keep_memory: bool = False
+    channels_last: bool = False  # with fused QKV projections
+    pad_heads: bool = False
     compiled: bool = False
+    keep_memory: bool = False
     exact: bool = True
 
 
+# Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
+# allocator setting cannot be taken off at all).
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "compiled")
+
+
 def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
-    """The exact rungs, in order (the allocator rung only on a Linux CPU)."""
+    """The exact rungs as planned, each adding one setting (the allocator rung last, on a Linux CPU only)."""
     base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
     half = replace(base, name="half precision + PNDM", half=True)
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
     layout = replace(dpm, name="+ channels_last + fused QKV", channels_last=True)
-    rungs = [base, half, dpm, layout]
+    padded = replace(layout, name=f"+ attention heads padded to x{PAD_MULTIPLE}", pad_heads=True)
+    compiled = replace(padded, name="+ torch.compile", compiled=True)
+    rungs = [base, half, dpm, layout, padded, compiled]
     if cpu and sys.platform.startswith("linux"):
-        rungs.append(replace(layout, name="+ allocator keeps freed memory", keep_memory=True))
-    rungs.append(replace(rungs[-1], name="+ torch.compile", compiled=True))
+        rungs.append(replace(compiled, name="+ allocator keeps freed memory", keep_memory=True))
     return rungs
+
+
+def build_on(best: Rung, rung: Rung, before: Rung | None) -> Rung:
+    """``rung`` as climbed from ``best``: the best settings plus what ``rung`` changes from ``before``, its
+    predecessor in the plan (the same as ``rung`` when every rung so far was kept)."""
+    if before is None:
+        return rung
+    changes = {f.name: getattr(rung, f.name) for f in fields(Rung) if getattr(rung, f.name) != getattr(before, f.name)}
+    return replace(best, **changes)
+
+
+def keeps(e2e: float, best_e2e: float | None) -> bool:
+    """Whether a rung of ``e2e`` seconds per image is kept: it is not slower than the best rung so far."""
+    return best_e2e is None or e2e <= best_e2e
 
 
 def keep_freed_memory() -> None:
@@ -78,9 +109,9 @@ def seconds_needed(rung: Rung, state: Rung) -> int:
     return 240 if rung.compiled and not state.compiled else 30
 
 
-def approximate(last: Rung, steps: int) -> Rung:
-    """The approximate rung: the last exact rung's settings with fewer steps than the guide's 20."""
-    return replace(last, name=f"approx: {last.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
+def approximate(best: Rung, steps: int) -> Rung:
+    """The approximate rung: the best exact rung's settings with fewer steps than the guide's 20."""
+    return replace(best, name=f"approx: {best.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
 
 
 def count_flops(pipe, height: int, width: int) -> dict[str, float]:
@@ -109,19 +140,41 @@ def count_flops(pipe, height: int, width: int) -> dict[str, float]:
 
 
 class Bench:
-    """Applies the rungs to one pipeline, cumulatively, and measures each."""
+    """Moves one pipeline from rung to rung and measures each."""
 
     def __init__(self, model: str, device: torch.device, height: int | None, width: int | None, repeats: int):
-        self.device, self.repeats = device, repeats
+        self.model, self.device, self.repeats = model, device, repeats
         self.pipe = load_pipeline(model, dtype=torch.float32, device=device, quiet=True)
+        self.first_scheduler = self.pipe.scheduler  # the model's own (PNDM for SD 1.5), to go back to
         self.height = height or self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self.width = width or self.height
         self.flops = count_flops(self.pipe, self.height, self.width)
         self.state = Rung("")
+        self.memory_kept = False  # glibc's setting, once made, holds for the rest of the process
         self.compile_s = 0.0
+        self.graphs = 0  # graphs torch.compile made, warm-up included
+        self.freezing_before = None  # inductor's freezing setting before the compiled rung changed it
+
+    def uncompile(self) -> None:
+        """Drop the compiled graphs and give inductor's freezing setting back its value from before."""
+        if self.freezing_before is not None:
+            import torch._inductor.config as inductor
+
+            torch._dynamo.reset()
+            inductor.freezing, self.freezing_before = self.freezing_before, None
+
+    def reload(self) -> None:
+        """A freshly loaded pipeline in float32 with PNDM, nothing compiled: the way to take settings off."""
+        self.pipe = None
+        self.uncompile()
+        flush()
+        self.pipe = load_pipeline(self.model, dtype=torch.float32, device=self.device, quiet=True)
+        self.state = Rung("")
 
     def apply(self, rung: Rung) -> None:
-        """Move the pipeline from its current settings to the rung's (settings only ever get added)."""
+        """Move the pipeline from its current settings to the rung's, reloading it when one must come off."""
+        if any(getattr(self.state, key) and not getattr(rung, key) for key in UNDONE_BY_RELOADING):
+            self.reload()
         pipe, state = self.pipe, self.state
         with quiet_logs():
             if rung.half and not state.half:
@@ -129,66 +182,85 @@ class Bench:
             if rung.solver != state.solver:
                 from diffusers import DPMSolverMultistepScheduler
 
-                pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-            if rung.channels_last and not state.channels_last:
+                scheduler = DPMSolverMultistepScheduler if rung.solver == "dpm" else type(self.first_scheduler)
+                pipe.scheduler = scheduler.from_config(self.first_scheduler.config)
+            fused = rung.channels_last and not state.channels_last
+            if fused:
                 pipe.unet.to(memory_format=torch.channels_last)
                 pipe.vae.to(memory_format=torch.channels_last)
-                pipe.fuse_qkv_projections()
-            if rung.keep_memory and not state.keep_memory:
-                keep_freed_memory()
+                pipe.fuse_qkv_projections()  # this also resets the attention processors: pad after it
+            if rung.pad_heads and (fused or not state.pad_heads):
+                pad_attention_heads(pipe.unet, PAD_MULTIPLE)
             if rung.compiled and not state.compiled:
+                import torch._inductor.config as inductor
+
+                # Freezing folds the weights into the graph so that oneDNN can pre-pack them (CPU inference).
+                # Inductor reads it when it compiles, which happens at the first call: so it is set for the
+                # rest of the process, not only around the warm-up, and any later recompile is frozen too.
+                self.freezing_before = inductor.freezing
+                inductor.freezing = self.device.type == "cpu"
                 pipe.unet.compile(fullgraph=True)
                 pipe.vae.decoder.compile(fullgraph=True)
+            if rung.keep_memory and not self.memory_kept:
+                keep_freed_memory()
+                self.memory_kept = True
         self.state = rung
 
     @contextlib.contextmanager
-    def _compile_context(self):
+    def _quiet_compiler(self):
         if not self.state.compiled:
             yield
             return
         import warnings
 
-        import torch._inductor.config as inductor
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dynamo's notes about diffusers' internals, not about the results
-            # On a CPU, freezing folds the weights into the graph so oneDNN can pre-pack them for inference.
-            with inductor.patch(freezing=self.device.type == "cpu"):
-                yield
+            yield
+
+    def calls(self) -> dict:
+        """The text encoder, one guided UNet step and the VAE decode, each called exactly as the pipeline calls it.
+
+        Contiguous latents, the prompt's embeddings and a 0-d int64 timestep made outside inference mode,
+        no_grad (the pipeline's own mode) and ``return_dict=False``: with torch.compile, a call that differs in
+        any of these (say channels-last latents, or inference tensors) would compile and time another graph.
+        """
+        pipe = self.pipe
+        latent_shape = (1, pipe.unet.config.in_channels, self.height // pipe.vae_scale_factor,
+                        self.width // pipe.vae_scale_factor)
+        latents = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0)).to(self.device, pipe.unet.dtype)
+        timestep = torch.tensor(999, device=self.device)
+
+        @torch.no_grad()
+        def encode():
+            cond, uncond = pipe.encode_prompt(PROMPT, self.device, 1, True)
+            return torch.cat([uncond, cond])
+
+        embeds = encode()
+
+        @torch.no_grad()
+        def unet_call():
+            return pipe.unet(torch.cat([latents] * 2), timestep, encoder_hidden_states=embeds, timestep_cond=None,
+                             cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False)[0]
+
+        @torch.no_grad()
+        def decode():
+            return pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+
+        return {"text": encode, "unet": unet_call, "vae": decode}
 
     def measure(self, rung: Rung, direct_limit: float) -> dict:
         """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s."""
-        pipe = self.pipe
-        dtype = pipe.unet.dtype
-        latent_shape = (1, pipe.unet.config.in_channels, self.height // pipe.vae_scale_factor,
-                        self.width // pipe.vae_scale_factor)
-        latents = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0)).to(self.device, dtype)
-        if self.state.channels_last:
-            latents = latents.to(memory_format=torch.channels_last)
-        unet_in = torch.cat([latents] * 2)
-        timestep = torch.tensor(999, device=self.device)
-
-        def encode():
-            with torch.inference_mode():
-                cond, uncond = pipe.encode_prompt(PROMPT, self.device, 1, True)
-            return torch.cat([uncond, cond])
-
-        def unet_call():
-            with torch.inference_mode():
-                return pipe.unet(unet_in, timestep, encoder_hidden_states=embeds).sample
-
-        def decode():
-            with torch.inference_mode():
-                return pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-
-        embeds = encode()
-        with self._compile_context():
+        dtype = self.pipe.unet.dtype
+        calls = self.calls()
+        encode, unet_call, decode = calls["text"], calls["unet"], calls["vae"]
+        with self._quiet_compiler():
             warm = time.perf_counter()
             if self.state.compiled:
-                self.generate(2)  # compiles the graphs the pipeline itself will use
+                self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             unet_call()  # these first calls are the warm-up
             decode()
             first = time.perf_counter() - warm
+            graphs = compiled_graphs() if self.state.compiled else None
             enc = time_it(encode, repeats=self.repeats, warmup=0)
             unet = time_it(unet_call, repeats=self.repeats, warmup=0)
             vae = time_it(decode, repeats=self.repeats, warmup=0)
@@ -201,10 +273,14 @@ class Bench:
             "vae decode s": vae.median, "text s": enc.median, "e2e s": estimate, "e2e how": "estimated",
         }
         if estimate <= direct_limit:
-            with self._compile_context():
+            with self._quiet_compiler():
                 run = time_it(lambda: self.generate(rung.steps), repeats=1, warmup=0)
             row["e2e s"], row["e2e how"] = run.median, "measured"
             row["image"] = run.value
+        if graphs is not None:  # the warm-up compiled what the pipeline runs: timing should compile nothing more
+            self.graphs = compiled_graphs()
+            if self.graphs != graphs:
+                print(f"    note: torch.compile made {self.graphs - graphs} more graph(s) while timing")
         total = rung.steps * self.flops["unet"] + self.flops["vae"] + self.flops["text"]
         row["TFLOP/s"] = total / row["e2e s"] / 1e12
         row["unet TFLOP/s"] = self.flops["unet"] / unet.median / 1e12
@@ -215,6 +291,13 @@ class Bench:
     def generate(self, steps: int):
         return self.pipe(PROMPT, height=self.height, width=self.width, num_inference_steps=steps,
                          generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has made in this process so far (recompiles included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def pixel_difference(image, reference) -> tuple[float, float]:
@@ -231,7 +314,8 @@ def format_table(rows: list[dict]):
 
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "image"} for r in rows]).set_index("rung")
     return df.round({"unet s/step": 3, "it/s": 2, "vae decode s": 3, "text s": 3, "e2e s": 2, "speedup": 2,
-                     "TFLOP/s": 2, "unet TFLOP/s": 2, "core-s/image": 1, "max diff": 1, "mean diff": 2})
+                     "TFLOP/s": 2, "unet TFLOP/s": 2, "unet % peak": 1, "core-s/image": 1, "max diff": 1,
+                     "mean diff": 2})
 
 
 def parse_args(argv, device: torch.device):
@@ -243,18 +327,22 @@ def parse_args(argv, device: torch.device):
     parser.add_argument("--baseline-steps", type=int, default=50, help="PNDM steps of the first two rungs")
     parser.add_argument("--rungs", default="all",
                         help="which exact rungs, e.g. 1-3 or 1,3,5 (default: all); speedups are over the first one")
-    parser.add_argument("--approx", action="store_true", help="add an approximate rung: the last one, fewer steps")
+    parser.add_argument("--approx", action="store_true", help="add an approximate rung: the best one, fewer steps")
     parser.add_argument("--approx-steps", type=int, default=10, help="steps of the approximate rung (default 10)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (default 2)")
     parser.add_argument("--direct-limit", type=float, default=15.0,
                         help="measure end-to-end directly when the estimate is under this many seconds (the last "
                              "exact rung and the approximate one: whenever a third of the budget left allows)")
+    parser.add_argument("--peak-seconds", type=float, default=0.25,
+                        help="seconds of the peak probe per matrix size and dtype (default 0.25)")
     parser.add_argument("--budget", type=float, default=560.0, help="skip rungs once this many seconds are used")
     parser.add_argument("--out", type=Path, default=Path("build"), help="folder for bench.csv and bench.json")
     args = parser.parse_args(argv)
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.peak_seconds <= 0:
+        parser.error("--peak-seconds must be positive")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         parser.error("--resolution must be a multiple of 64, at least 64")
     count = len(ladder(cpu=device.type == "cpu"))
@@ -271,62 +359,98 @@ def parse_args(argv, device: torch.device):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    device = pick_device()
-    args = parse_args(argv, device)
-    start = time.perf_counter()
-    print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
-    bench = Bench(args.model, device, args.resolution, args.resolution, args.repeats)
-    print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
-          f"per VAE decode {bench.flops['vae'] / 1e12:.3f} T, text encoder {bench.flops['text'] / 1e12:.3f} T",
-          flush=True)
-    rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
-    chosen = [rungs[i - 1] for i in args.picked] + ([None] if args.approx else [])
-    rows = []
-    for number, rung in enumerate(chosen, 1):
-        if rung is None:  # the approximate rung: whatever settings the exact rungs reached, with fewer steps
-            rung = approximate(bench.state, args.approx_steps)
+def climb(bench: Bench, plan: list[Rung], args, start: float, peak: dict[str, float]) -> list[dict]:
+    """Measure the planned rungs, each built on the best exact rung so far, then the approximate one if asked."""
+    rows, best, best_row, before = [], None, None, None
+    total = len(plan) + args.approx
+    for number, planned in enumerate(plan + ([None] if args.approx else []), 1):
+        if planned is None:  # the approximate rung: the best exact settings with fewer steps
+            if best is None:
+                break
+            rung = approximate(best, args.approx_steps)
+        else:
+            rung = planned if best is None else build_on(best, planned, before)
+            before = planned
         left = args.budget - (time.perf_counter() - start)
         needs = seconds_needed(rung, bench.state)
         if left < needs:
-            print(f"[{number}/{len(chosen)}] {rung.name}: skipped, {left:.0f} s of the {args.budget:.0f} s budget "
+            print(f"[{number}/{total}] {rung.name}: skipped, {left:.0f} s of the {args.budget:.0f} s budget "
                   f"left and it needs about {needs} s", flush=True)
             continue
-        print(f"[{number}/{len(chosen)}] {rung.name} ...", flush=True)
+        print(f"[{number}/{total}] {rung.name} ...", flush=True)
         bench.apply(rung)
+        if bench.memory_kept and not rung.keep_memory:
+            print("    (glibc's allocator setting from an earlier rung cannot be taken back: it still holds)")
         flush()
         try:
-            key = rung is chosen[len(args.picked) - 1] or not rung.exact  # the last exact rung and the approximate one
+            key = planned is plan[-1] or not rung.exact  # the last exact rung and the approximate one
             row = bench.measure(rung, max(args.direct_limit, left / 3) if key else args.direct_limit)
         except Exception as err:  # e.g. torch.compile without a working C++ compiler
             if not rung.compiled:
                 raise
             print(f"    skipped: torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0]})")
             continue
+        row["unet % peak"] = percent_of_peak(row["unet TFLOP/s"], row["dtype"], peak)
+        if rung.exact:
+            kept = keeps(row["e2e s"], best_row["e2e s"] if best_row else None)
+            row["kept"] = "yes" if kept else "no"
+            if kept:
+                best, best_row = rung, row
+        else:
+            row["kept"] = "-"
+            add_pixel_difference(bench, row, best, best_row, args.budget - (time.perf_counter() - start))
         rows.append(row)
-        print(f"    unet {row['unet s/step']:.3f} s/step, decode {row['vae decode s']:.3f} s, "
-              f"e2e {row['e2e s']:.2f} s ({row['e2e how']})"
+        print(f"    unet {row['unet s/step']:.3f} s/step ({row['unet % peak'] or 0:.0f} % of peak), decode "
+              f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}), kept: {row['kept']}"
               + (f", compile took {bench.compile_s:.0f} s" if rung.compiled and rung.exact else ""), flush=True)
+    return rows
+
+
+def add_pixel_difference(bench: Bench, row: dict, best: Rung, best_row: dict, left: float) -> None:
+    """The approximate row's pixel difference from the best exact rung's image, made now if it was not yet."""
+    if "image" not in row:
+        print(f"    {row['rung']}: no pixel difference (its image was too slow to generate directly)")
+        return
+    if "image" not in best_row:
+        if best_row["e2e s"] > left / 3:
+            print(f"    {row['rung']}: no pixel difference (the best exact rung's image is too slow to make)")
+            return
+        with bench._quiet_compiler():
+            best_row["image"] = bench.generate(best.steps)  # same settings, the best rung's step count
+    row["max diff"], row["mean diff"] = pixel_difference(row["image"], best_row["image"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    device = pick_device()
+    args = parse_args(argv, device)
+    start = time.perf_counter()
+    print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
+    print(f"bench: CPU {cpu_model()}; {isa_line()}", flush=True)
+    peak = measure_peak(device, seconds=args.peak_seconds)
+    print("bench: peak matrix multiply at UNet sizes (measured now): "
+          + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
+    bench = Bench(args.model, device, args.resolution, args.resolution, args.repeats)
+    print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
+          f"per VAE decode {bench.flops['vae'] / 1e12:.3f} T, text encoder {bench.flops['text'] / 1e12:.3f} T",
+          flush=True)
+    rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
+    try:
+        rows = climb(bench, [rungs[i - 1] for i in args.picked], args, start, peak)
+    finally:
+        bench.uncompile()
     if not rows:
         print("bench: no rung was measured")
         return 1
     baseline = rows[0]["e2e s"]
-    exact = [r for r in rows if r["kind"] == "exact"]
-    best = min(exact, key=lambda r: r["e2e s"])
-    # The approximate rung differs from the last exact rung in its step count only: compare with that image.
-    reference = next((r["image"] for r in reversed(exact) if "image" in r), None)
+    best = min((r for r in rows if r["kind"] == "exact"), key=lambda r: r["e2e s"])
     for row in rows:
         row["speedup"] = baseline / row["e2e s"]
-        if row["kind"] == "approximate":
-            if "image" in row and reference is not None:
-                row["max diff"], row["mean diff"] = pixel_difference(row["image"], reference)
-            else:
-                print(f"    {row['rung']}: no pixel difference (an image was too slow to generate directly)")
     table = format_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "bench.csv")
-    meta = {"device": device_name(device), "model": args.model, "height": bench.height, "width": bench.width,
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "compile_s": bench.compile_s,
+    meta = {"device": device_name(device), "cpu": cpu_model(), "isa": isa_line(), "peak TFLOP/s": peak,
+            "model": args.model, "height": bench.height, "width": bench.width, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "compile_s": bench.compile_s, "compiled graphs": bench.graphs,
             "flops": bench.flops, "rows": json.loads(table.reset_index().to_json(orient="records"))}
     (args.out / "bench.json").write_text(json.dumps(meta, indent=1))
     import pandas as pd

@@ -1,5 +1,8 @@
+import argparse
+import contextlib
 import json
 import re
+import time
 
 import pandas as pd
 import pytest
@@ -10,18 +13,107 @@ from helpers import bench
 
 def test_ladder_adds_one_setting_per_rung():
     rungs = bench.ladder(steps=20, baseline_steps=50)
-    assert [r.steps for r in rungs] == [50, 50, 20, 20, 20]
+    assert [r.steps for r in rungs] == [50, 50, 20, 20, 20, 20]
     assert all(r.exact for r in rungs)
-    assert (rungs[0].half, rungs[1].half, rungs[2].solver, rungs[3].channels_last, rungs[4].compiled) == (
-        False, True, "dpm", True, True)
+    assert (rungs[0].half, rungs[1].half, rungs[2].solver, rungs[3].channels_last, rungs[4].pad_heads,
+            rungs[5].compiled) == (False, True, "dpm", True, True, True)
+    assert not rungs[3].pad_heads and not rungs[4].compiled  # padding comes after fusing, compiling after both
     approx = bench.approximate(rungs[-1], 10)
     assert not approx.exact and approx.steps == 10 and approx.compiled
 
 
-def test_cpu_ladder_has_the_allocator_rung_before_compile():
+def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back():
     rungs = bench.ladder(cpu=True)
-    assert [r.keep_memory for r in rungs] == [False, False, False, False, True, True]
-    assert rungs[-1].compiled and not rungs[-2].compiled
+    assert [r.keep_memory for r in rungs] == [False] * 6 + [True]
+    assert rungs[-1].compiled and rungs[-2].compiled and not rungs[-3].compiled
+
+
+def test_a_rung_after_a_rejected_one_builds_on_the_best_settings():
+    base, half, dpm, layout, padded, compiled = bench.ladder()
+    assert bench.build_on(padded, compiled, padded) == compiled  # everything kept: the plan itself
+    assert bench.build_on(base, half, None) == half
+    # Padding rejected: compiling builds on channels-last + fused QKV, without the padding.
+    rung = bench.build_on(layout, compiled, padded)
+    assert rung.name == compiled.name and rung.compiled and rung.channels_last and not rung.pad_heads
+    # Half precision rejected: DPM-Solver++ runs in float32.
+    rung = bench.build_on(base, dpm, half)
+    assert (rung.half, rung.solver, rung.steps) == (False, "dpm", 20)
+    # --rungs 1,3: the rung brings everything the plan adds between the two.
+    assert bench.build_on(base, dpm, base) == dpm
+
+
+def test_a_rung_is_kept_unless_slower_than_the_best_so_far():
+    assert bench.keeps(10.0, None)
+    assert bench.keeps(9.0, 10.0) and bench.keeps(10.0, 10.0)
+    assert not bench.keeps(10.5, 10.0)
+
+
+class FakeBench:
+    """Stands in for Bench: no pipeline, a chosen time per image for each rung, records what it applied."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds, self.applied = seconds, []
+        self.state, self.memory_kept, self.compile_s = bench.Rung(""), False, 0.0
+
+    def apply(self, rung):
+        self.applied.append(rung)
+        self.state = rung
+
+    def measure(self, rung, direct_limit):
+        e2e = self.seconds.get(rung.name, 1.0)
+        return {"rung": rung.name, "kind": "exact" if rung.exact else "approximate", "dtype": "float32",
+                "unet s/step": 0.1, "vae decode s": 0.1, "e2e s": e2e, "e2e how": "measured", "unet TFLOP/s": 0.5,
+                "image": [[0.5]]}
+
+    _quiet_compiler = contextlib.nullcontext
+
+    def generate(self, steps):
+        return [[0.5]]
+
+
+def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
+    plan = bench.ladder(steps=2, baseline_steps=3)
+    base, half, dpm, layout, padded, compiled = plan
+    fake = FakeBench({base.name: 8.0, half.name: 4.0, dpm.name: 2.0, layout.name: 1.5, padded.name: 1.8,
+                      compiled.name: 1.2})
+    args = argparse.Namespace(approx=True, approx_steps=1, budget=1e9, direct_limit=1e9)
+    rows = bench.climb(fake, plan, args, time.perf_counter(), {"float32": 1.0})
+    assert [r["kept"] for r in rows] == ["yes", "yes", "yes", "yes", "no", "yes", "-"]
+    assert "kept: no" in capsys.readouterr().out
+    applied = {r.name: r for r in fake.applied}
+    assert applied[padded.name].pad_heads
+    assert applied[compiled.name].compiled and not applied[compiled.name].pad_heads  # built on the best
+    approx = fake.applied[-1]
+    assert not approx.exact and approx.compiled and not approx.pad_heads and approx.steps == 1
+    assert rows[0]["unet % peak"] == pytest.approx(50.0)
+    assert rows[-1]["max diff"] == 0.0
+
+
+def test_bench_calls_the_unet_and_decoder_as_the_pipeline_does():
+    """A compiled rung must time the graph the pipeline runs: same strides, dtypes, modes and keywords."""
+    b = bench.Bench("tiny", torch.device("cpu"), None, None, repeats=1)
+    b.apply(bench.ladder(steps=1, baseline_steps=1)[4])  # half, DPM, channels-last + fused QKV, padded heads
+    seen = {"unet": [], "vae": []}
+
+    def record(key):
+        def hook(module, args, kwargs):
+            tensors = [(tuple(t.shape), t.stride(), t.dtype, t.is_inference(), t.requires_grad)
+                       for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+            others = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+            seen[key].append((tensors, others, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return hook
+
+    hooks = [b.pipe.unet.register_forward_pre_hook(record("unet"), with_kwargs=True),
+             b.pipe.vae.decoder.register_forward_pre_hook(record("vae"), with_kwargs=True)]
+    b.generate(2)
+    calls = b.calls()
+    calls["unet"]()
+    calls["vae"]()
+    for hook in hooks:
+        hook.remove()
+    assert len(seen["unet"]) == 3 and len(seen["vae"]) == 2
+    assert seen["unet"][0] == seen["unet"][1] == seen["unet"][2]  # the pipeline's two steps, then the bench's
+    assert seen["vae"][0] == seen["vae"][1]
 
 
 def test_flops_match_the_published_sd15_counts():
@@ -33,23 +125,30 @@ def test_flops_match_the_published_sd15_counts():
 
 
 def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
-    code = bench.main(["--model", "tiny", "--rungs", "1-4", "--steps", "2", "--baseline-steps", "3",
-                       "--repeats", "1", "--approx", "--approx-steps", "1", "--out", str(tmp_path)])
+    code = bench.main(["--model", "tiny", "--rungs", "1-5", "--steps", "2", "--baseline-steps", "3",
+                       "--repeats", "1", "--approx", "--approx-steps", "1", "--peak-seconds", "0.01",
+                       "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert re.search(r"^speedup: \d+\.\dx$", out.strip().splitlines()[-1])
-    assert out.count("[") >= 5  # a progress line per rung
+    assert re.search(r"^bench: CPU .+; (unknown|AMX (yes|no), AVX-512 BF16 (yes|no), AVX-512 (yes|no))$", out, re.M)
+    assert re.search(r"^bench: peak matrix multiply .*float32 [\d.]+ TFLOP/s, bfloat16 [\d.]+ TFLOP/s$", out, re.M)
+    assert out.count("[") >= 6  # a progress line per rung
     df = pd.read_csv(tmp_path / "bench.csv", index_col="rung")
-    assert len(df) == 5 and list(df["kind"]) == ["exact"] * 4 + ["approximate"]
-    for column in ("unet s/step", "it/s", "vae decode s", "e2e s", "e2e how", "speedup", "TFLOP/s"):
+    assert len(df) == 6 and list(df["kind"]) == ["exact"] * 5 + ["approximate"]
+    for column in ("unet s/step", "it/s", "vae decode s", "e2e s", "e2e how", "speedup", "TFLOP/s", "unet % peak",
+                   "kept"):
         assert column in df.columns
     # Core-seconds per image mean something on a CPU only: the bench writes them there and nowhere else.
     assert ("core-s/image" in df.columns) == (bench.pick_device().type == "cpu")
     assert set(df["e2e how"]) <= {"measured", "estimated"}
     assert df["speedup"].iloc[0] == 1.0
+    assert df["kept"].iloc[0] == "yes" and set(df["kept"].iloc[:-1]) <= {"yes", "no"} and df["kept"].iloc[-1] == "-"
+    assert df["unet % peak"].notna().all() and (df["unet % peak"] >= 0).all()  # tiny is far below the peak
     assert df["max diff"].notna().iloc[-1] and df["max diff"].isna().iloc[:-1].all()
     meta = json.loads((tmp_path / "bench.json").read_text())
-    assert meta["model"] == "tiny" and len(meta["rows"]) == 5
+    assert meta["model"] == "tiny" and len(meta["rows"]) == 6
+    assert set(meta["peak TFLOP/s"]) == {"float32", "bfloat16"} and meta["isa"] and meta["cpu"]
 
 
 def test_compiling_needs_minutes_of_budget_on_every_device():

@@ -1,0 +1,79 @@
+"""This machine's limit, measured: matrix-multiply throughput at UNet-like sizes, and the CPU's instruction sets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .device import half_dtype
+
+# (tokens, in features, out features) of linear layers in SD 1.5's UNet at 64x64 latents, batch 2 (guidance):
+# the first level's attention projections and feed-forward, and the second level's projections.
+UNET_GEMMS = ((8192, 320, 320), (8192, 320, 1280), (8192, 1280, 320), (2048, 640, 640))
+
+# /proc/cpuinfo flags that decide how fast a CPU multiplies bfloat16 and float32 matrices, and their names.
+ISA_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}
+
+
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or '' where there is none (not Linux)."""
+    path = Path("/proc/cpuinfo")
+    if not sys.platform.startswith("linux") or not path.exists():
+        return ""
+    return path.read_text(errors="replace")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Platinum 8480+', or 'unknown'."""
+    import platform
+
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def cpu_isa() -> dict[str, bool] | None:
+    """Which of AMX, AVX-512 BF16 and AVX-512 the CPU has (from /proc/cpuinfo); None where that is unknown."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return {name: flag in flags for flag, name in ISA_FLAGS.items()}
+    return None
+
+
+def isa_line() -> str:
+    """The instruction sets as one line, e.g. 'AMX yes, AVX-512 BF16 yes, AVX-512 yes', or 'unknown'."""
+    isa = cpu_isa()
+    if isa is None:
+        return "unknown"
+    return ", ".join(f"{name} {'yes' if has else 'no'}" for name, has in isa.items())
+
+
+def gemm_tflops(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, seconds: float = 0.25) -> float:
+    """TFLOP/s of one linear layer's product, (m x k) by a (n x k) weight, timed with torch.utils.benchmark."""
+    from torch.utils import benchmark
+
+    x = torch.randn(m, k, device=device).to(dtype)
+    w = torch.randn(n, k, device=device).to(dtype)
+    timer = benchmark.Timer("linear(x, w)", globals={"linear": torch.nn.functional.linear, "x": x, "w": w},
+                            num_threads=torch.get_num_threads())
+    timer.timeit(1)  # the first call picks and packs kernels (oneDNN, cuBLAS)
+    return 2 * m * k * n / timer.blocked_autorange(min_run_time=seconds).median / 1e12
+
+
+def measure_peak(device: torch.device, shapes=UNET_GEMMS, seconds: float = 0.25) -> dict[str, float]:
+    """The best TFLOP/s over UNet-like products in float32 and in this device's 16-bit type, keyed by dtype name."""
+    peak = {}
+    for dtype in (torch.float32, half_dtype(device)):
+        with torch.inference_mode():
+            peak[str(dtype).split(".")[-1]] = max(gemm_tflops(*shape, dtype, device, seconds) for shape in shapes)
+    return peak
+
+
+def percent_of_peak(tflops: float, dtype: str, peak: dict[str, float]) -> float | None:
+    """``tflops`` as a percentage of the measured peak for ``dtype`` ('float32', 'bfloat16', ...); None if unknown."""
+    limit = peak.get(dtype)
+    return 100 * tflops / limit if limit else None

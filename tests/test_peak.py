@@ -1,0 +1,32 @@
+import math
+import sys
+
+import pytest
+import torch
+
+from helpers import peak
+
+
+def test_the_probe_gives_a_positive_finite_peak_per_dtype():
+    result = peak.measure_peak(torch.device("cpu"), shapes=((256, 64, 128), (128, 64, 64)), seconds=0.01)
+    assert set(result) == {"float32", "bfloat16"}
+    assert all(math.isfinite(v) and v > 0 for v in result.values())
+
+
+def test_percent_of_peak_is_looked_up_by_the_rung_dtype():
+    limit = {"float32": 2.0, "bfloat16": 8.0}
+    assert peak.percent_of_peak(1.0, "float32", limit) == pytest.approx(50.0)
+    assert peak.percent_of_peak(1.0, "bfloat16", limit) == pytest.approx(12.5)
+    assert peak.percent_of_peak(1.0, "float16", limit) is None
+
+
+def test_the_cpu_is_described_with_its_instruction_sets(monkeypatch):
+    assert peak.cpu_model()
+    if sys.platform.startswith("linux"):
+        assert set(peak.cpu_isa()) == {"AMX", "AVX-512 BF16", "AVX-512"}
+    fake = "model name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+    monkeypatch.setattr(peak, "_cpuinfo", lambda: fake)
+    assert peak.cpu_model() == "Example CPU 9000"
+    assert peak.isa_line() == "AMX no, AVX-512 BF16 yes, AVX-512 yes"
+    monkeypatch.setattr(peak, "_cpuinfo", lambda: "")  # not Linux: nothing to read
+    assert peak.cpu_isa() is None and peak.isa_line() == "unknown"
