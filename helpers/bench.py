@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from . import peers
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
 from .pipelines import PROMPT, load_pipeline, quiet_logs
@@ -250,6 +251,9 @@ def parse_args(argv, device: torch.device):
                         help="measure end-to-end directly when the estimate is under this many seconds (the last "
                              "exact rung and the approximate one: whenever a third of the budget left allows)")
     parser.add_argument("--budget", type=float, default=560.0, help="skip rungs once this many seconds are used")
+    parser.add_argument("--peers", action="store_true",
+                        help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
+                             '(needs pip install -e ".[peers]")')
     parser.add_argument("--out", type=Path, default=Path("build"), help="folder for bench.csv and bench.json")
     args = parser.parse_args(argv)
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
@@ -310,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("bench: no rung was measured")
         return 1
+    if args.peers:
+        rows += peers.measure(bench, args.model, args.steps, args.direct_limit)
     baseline = rows[0]["e2e s"]
     exact = [r for r in rows if r["kind"] == "exact"]
     best = min(exact, key=lambda r: r["e2e s"])
@@ -334,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table)
     print(f"wrote {args.out / 'bench.csv'} and bench.json; total {time.perf_counter() - start:.0f} s")
+    if versus := peers.summary(rows):  # before the speedup line, which stays last
+        print(versus)
     print(f"speedup: {baseline / best['e2e s']:.1f}x")
     return 0
 
