@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from . import peers
 from .attention import pad_attention_heads
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
@@ -336,6 +337,9 @@ def parse_args(argv, device: torch.device):
     parser.add_argument("--peak-seconds", type=float, default=0.25,
                         help="seconds of the peak probe per matrix size and dtype (default 0.25)")
     parser.add_argument("--budget", type=float, default=560.0, help="skip rungs once this many seconds are used")
+    parser.add_argument("--peers", action="store_true",
+                        help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
+                             '(needs pip install -e ".[peers]")')
     parser.add_argument("--out", type=Path, default=Path("build"), help="folder for bench.csv and bench.json")
     args = parser.parse_args(argv)
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
@@ -441,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("bench: no rung was measured")
         return 1
+    if args.peers:
+        rows += peers.measure(bench, args.model, args.steps, args.direct_limit)
     baseline = rows[0]["e2e s"]
     best = min((r for r in rows if r["kind"] == "exact"), key=lambda r: r["e2e s"])
     for row in rows:
@@ -458,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table)
     print(f"wrote {args.out / 'bench.csv'} and bench.json; total {time.perf_counter() - start:.0f} s")
+    if versus := peers.summary(rows):  # before the speedup line, which stays last
+        print(versus)
     print(f"speedup: {baseline / best['e2e s']:.1f}x")
     return 0
 

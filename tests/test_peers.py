@@ -1,0 +1,72 @@
+import math
+import re
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from helpers import bench, peers
+
+ARGS = ["--model", "tiny", "--rungs", "3", "--steps", "2", "--repeats", "1", "--peers"]
+
+
+def run_bench(tmp_path, capsys):
+    code = bench.main([*ARGS, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"^speedup: \d+\.\dx$", out.strip().splitlines()[-1])  # still the last line
+    return out, pd.read_csv(tmp_path / "bench.csv", index_col="rung")
+
+
+class Broken:
+    """A peer whose converter raises, as one that cannot take a model would."""
+
+    name, modules, label, dtype = "Broken engine", (), "Broken engine 0.0", "float32"
+
+    def convert(self, module, inputs, workdir):
+        raise RuntimeError("cannot convert this model\nsecond line of the report")
+
+
+def test_without_the_extra_one_line_says_what_to_install(tmp_path, capsys, monkeypatch):
+    def refuse(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    # Only the peers' imports fail (diffusers imports onnxruntime too when it is installed, and must still work).
+    monkeypatch.setattr(peers, "importlib", SimpleNamespace(import_module=refuse))
+    out, df = run_bench(tmp_path, capsys)
+    lines = [line for line in out.splitlines() if line.startswith("peers:")]
+    assert len(lines) == 1 and 'pip install -e ".[peers]"' in lines[0]
+    assert "OpenVINO and ONNX Runtime not installed" in lines[0]
+    assert list(df["kind"]) == ["exact"] and "vs peers" not in out
+
+
+def test_a_peer_that_fails_to_convert_is_skipped_with_its_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(peers, "PEERS", (Broken,))
+    out, df = run_bench(tmp_path, capsys)
+    skipped = [line.strip() for line in out.splitlines() if "skipped:" in line]
+    assert skipped == ["skipped: Broken engine conversion failed (RuntimeError: cannot convert this model)"]
+    assert list(df["kind"]) == ["exact"] and "vs peers" not in out
+
+
+def test_vs_peers_compares_the_fastest_peer_with_the_best_exact_rung():
+    rows = [{"rung": "float32", "kind": "exact", "e2e s": 4.0}, {"rung": "bf16", "kind": "exact", "e2e s": 2.0},
+            {"rung": "approx", "kind": "approximate", "e2e s": 1.0},
+            {"rung": "peer: A 1", "kind": "peer", "e2e s": 3.0}, {"rung": "peer: B 2", "kind": "peer", "e2e s": 5.0}]
+    assert peers.summary(rows) == "vs peers: best exact rung is 1.50x the fastest peer (A 1)"
+    assert peers.summary(rows[:3]) is None
+
+
+def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, capsys):
+    for module in ("openvino", "onnxruntime", "onnx", "onnxscript"):
+        pytest.importorskip(module)
+    out, df = run_bench(tmp_path, capsys)
+    assert re.search(r"^vs peers: best exact rung is \d+\.\d\dx the fastest peer", out.strip().splitlines()[-2])
+    rows = df[df["kind"] == "peer"]
+    assert len(rows) == 2 and rows.index.str.startswith(("peer: OpenVINO", "peer: ONNX Runtime")).all()
+    for column in ("convert s", "unet s/step", "vae decode s", "e2e s", "unet max diff", "unet mean diff",
+                   "decode max diff", "decode mean diff"):
+        assert rows[column].map(math.isfinite).all(), column
+    assert set(rows["e2e how"]) <= {"measured", "estimated"}
+    assert (rows["unet mean diff"] <= rows["unet max diff"]).all()
+    # ONNX Runtime computes in float32 like the reference: its UNet output matches PyTorch's to rounding.
+    assert rows[rows.index.str.startswith("peer: ONNX Runtime")]["unet max diff"].iloc[0] < 1e-3
