@@ -37,7 +37,7 @@ from .attention import pad_attention_heads
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
 from .peak import cpu_model, isa_line, measure_peak, percent_of_peak
-from .pipelines import PROMPT, load_pipeline, quiet_logs
+from .pipelines import PROMPT, hide_torchvision_notice, load_pipeline, quiet_logs
 from .timing import time_it
 
 PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
@@ -427,6 +427,7 @@ def add_pixel_difference(bench: Bench, row: dict, best: Rung, best_row: dict, le
 def main(argv: list[str] | None = None) -> int:
     device = pick_device()
     args = parse_args(argv, device)
+    hide_torchvision_notice()  # transformers' note about an optional package, not about the bench
     start = time.perf_counter()
     print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
     print(f"bench: CPU {cpu_model()}; {isa_line()}", flush=True)
