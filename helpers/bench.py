@@ -34,6 +34,7 @@ import torch
 
 from . import peers
 from .attention import pad_attention_heads
+from .compare import pixel_difference
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
 from .peak import cpu_model, isa_line, measure_peak, percent_of_peak
@@ -301,14 +302,6 @@ def compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def pixel_difference(image, reference) -> tuple[float, float]:
-    """Largest and mean absolute difference between two images, in 0-255 pixel levels."""
-    import numpy as np
-
-    diff = np.abs(np.asarray(image, dtype=np.float64) - np.asarray(reference, dtype=np.float64)) * 255
-    return float(diff.max()), float(diff.mean())
-
-
 def format_table(rows: list[dict]):
     """The rows as a pandas DataFrame, rounded for printing."""
     import pandas as pd
@@ -421,7 +414,8 @@ def add_pixel_difference(bench: Bench, row: dict, best: Rung, best_row: dict, le
             return
         with bench._quiet_compiler():
             best_row["image"] = bench.generate(best.steps)  # same settings, the best rung's step count
-    row["max diff"], row["mean diff"] = pixel_difference(row["image"], best_row["image"])
+    diff = pixel_difference(row["image"], best_row["image"])
+    row["max diff"], row["mean diff"] = diff.max, diff.mean
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
+from . import compare
 from .choice import family
 from .images import check_images
 from .shapes import BACKGROUNDS, COLOURS, SHAPES, analyse
@@ -113,20 +113,10 @@ def same_layout(images, model_id: str, tolerance: float = 3.0, labels: Sequence[
     return f"the pictures differ (tolerance {tolerance:g} px): {where}"
 
 
-def _levels(picture) -> np.ndarray:
-    """A picture as float64 pixel levels 0-255: PIL images and integer arrays as they are, float arrays (0-1) x 255."""
-    array = np.asarray(picture)
-    return array.astype(np.float64) * 255 if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
-
-
 def pixel_difference(a, b) -> tuple[float, float]:
     """Largest and mean absolute difference between two pictures (or two lists of them), in 0-255 levels."""
-    first = np.stack([_levels(p) for p in (a if isinstance(a, list | tuple) else [a])])
-    second = np.stack([_levels(p) for p in (b if isinstance(b, list | tuple) else [b])])
-    if first.shape != second.shape:
-        raise ValueError(f"Cannot compare pictures of shapes {first.shape} and {second.shape}.")
-    diff = np.abs(first - second)
-    return float(diff.max()), float(diff.mean())
+    diff = compare.pixel_difference(a, b)
+    return diff.max, diff.mean
 
 
 def same_pictures(a, b, mean_below: float = 1.0) -> str:
