@@ -42,6 +42,7 @@ SHIP ?=
 shapes: setup
 	$(PY) -m helpers.shapes train --out $(SHAPES_OUT) $(SHIP)
 	$(PY) -m helpers.shapes eval --model $(SHAPES_OUT)/shapes --vae $(SHAPES_OUT)/shapes-vae-ft
+	-$(PY) scripts/check_shapes_seeds.py $(SHAPES_OUT)  # the notebooks' seeds, checked: a failure here does not stop make
 
 shapes-eval: setup
 	$(PY) -m helpers.shapes eval

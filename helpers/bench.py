@@ -41,6 +41,7 @@ from .peak import cpu_model, isa_line, measure_peak, percent_of_peak
 from .pipelines import PROMPT, hide_torchvision_notice, load_pipeline, quiet_logs
 from .timing import time_it
 
+TOY_MODELS = ("tiny", "shapes")  # their figures go to build/bench-MODEL/, never over the real-size ones
 PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
 
 
@@ -333,8 +334,12 @@ def parse_args(argv, device: torch.device):
     parser.add_argument("--peers", action="store_true",
                         help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
                              '(needs pip install -e ".[peers]")')
-    parser.add_argument("--out", type=Path, default=Path("build"), help="folder for bench.csv and bench.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for bench.csv and bench.json (default build/; build/bench-MODEL/ for the toy "
+                             "models tiny and shapes, so that they never replace the real-size figures)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("build") / f"bench-{args.model}" if args.model in TOY_MODELS else Path("build")
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -432,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
           f"per VAE decode {bench.flops['vae'] / 1e12:.3f} T, text encoder {bench.flops['text'] / 1e12:.3f} T",
           flush=True)
+    ready = peers.ready_on(device) if args.peers else []  # a missing extra is said now, not after the rungs
     rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
     try:
         rows = climb(bench, [rungs[i - 1] for i in args.picked], args, start, peak)
@@ -441,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: no rung was measured")
         return 1
     if args.peers:
-        rows += peers.measure(bench, args.model, args.steps, args.direct_limit)
+        rows += peers.measure(bench, args.model, args.steps, args.direct_limit, ready)
     baseline = rows[0]["e2e s"]
     best = min((r for r in rows if r["kind"] == "exact"), key=lambda r: r["e2e s"])
     for row in rows:

@@ -128,6 +128,6 @@ def same_pictures(a, b, mean_below: float = 1.0) -> str:
     far = [i for i, m in enumerate(means) if m >= mean_below]
     if not far:
         return (f"the same {len(a)} picture{'s' if len(a) != 1 else ''}: mean pixel difference below "
-                f"{mean_below:g} level (of 255) for each")
+                f"{mean_below:g} of 255 levels for each")
     detail = ", ".join(f"picture {i}: {means[i]:.2f}" for i in far)
-    return f"{len(far)} of {len(a)} pictures differ by a mean of {mean_below:g} level (of 255) or more ({detail})"
+    return f"{len(far)} of {len(a)} pictures differ by a mean of {mean_below:g} of 255 levels or more ({detail})"

@@ -190,12 +190,16 @@ class Reference:
         return torch.cat([uncond, cond])
 
 
-def measure(bench, model: str, steps: int, direct_limit: float) -> list[dict]:
-    """Convert and measure each installed peer on a float32 copy of ``model``: one row per peer that ran."""
-    if bench.device.type != "cpu":
-        print(f"peers: OpenVINO and ONNX Runtime are CPU engines; not compared with PyTorch on {bench.device.type}")
+def ready_on(device: torch.device) -> list:
+    """The peers the bench will measure on ``device``, said before the rungs start (CPU engines only)."""
+    if device.type != "cpu":
+        print(f"peers: OpenVINO and ONNX Runtime are CPU engines; not compared with PyTorch on {device.type}")
         return []
-    ready = installed()
+    return installed()
+
+
+def measure(bench, model: str, steps: int, direct_limit: float, ready: list) -> list[dict]:
+    """Convert and measure the ``ready`` peers on a float32 copy of ``model``: one row per peer that ran."""
     if not ready:
         return []
     from diffusers import DPMSolverMultistepScheduler

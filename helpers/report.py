@@ -15,7 +15,7 @@ from .errors import TutorialError
 GUIDE_T4 = {
     "float32, PNDM 50 steps": 30.0,
     "half precision, PNDM 50 steps": 11.0,
-    "half precision, DPM-Solver 20 steps": 4.0,
+    "half precision, DPM-Solver++ 20 steps": 4.0,
 }
 GUIDE_T4_BATCH8_SLICED = 3.5  # seconds per image, batch of 8 with attention slicing (the guide)
 REFERENCE_SOURCE = "guide, T4"
@@ -105,11 +105,18 @@ class BenchFigures:
     table: pd.DataFrame
 
     def describe(self) -> str:
-        """One sentence per rung after the first: its speedup over the rung before, and the lesson it supports."""
+        """One sentence per row after the first: a rung's speedup over the best rung before it and its lesson; a
+        peer's speed against the best exact rung."""
         lines = []
         for rung, row in self.table.iloc[1:].iterrows():
-            lines.append(f"{rung}: {row['vs rung before']:.1f}x the speed of the rung before "
-                         f"({row['seconds']:.1f} s per image) - {row['lesson']}.")
+            if row.get("kind") == "peer":
+                lines.append(f"{rung}: {row['seconds']:.1f} s per image, {row['vs best before']:.2f}x the speed of the "
+                             f"best exact rung - {row['lesson']}.")
+                continue
+            slower = row.get("kept") == "no"
+            dropped = " - slower, so not kept: later rungs build on the best before it" if slower else ""
+            lines.append(f"{rung}: {row['vs best before']:.1f}x the speed of the best rung before it "
+                         f"({row['seconds']:.1f} s per image) - {row['lesson']}{dropped}.")
         return "\n".join(lines)
 
 
@@ -122,6 +129,8 @@ def _lessons(rows: list[dict]) -> list[str]:
                            and row.get("solver", "pndm") == "pndm" else "baseline")
         elif row.get("kind") == "approximate":
             lessons.append("beyond the guide: fewer steps than 20, an approximation")
+        elif row.get("kind") == "peer":
+            lessons.append("another engine on the same machine, for comparison (not a rung)")
         else:
             changes = []
             if row.get("dtype") != before.get("dtype"):
@@ -129,9 +138,22 @@ def _lessons(rows: list[dict]) -> list[str]:
             if (row.get("solver"), row.get("steps")) != (before.get("solver"), before.get("steps")):
                 changes.append("the scheduler and its steps (step 4)")
             lessons.append(" + ".join(changes) or "beyond the guide: same precision and steps, faster execution")
-        if row.get("kind") != "approximate":
+        if row.get("kind", "exact") == "exact" and row.get("kept", "yes") != "no":
             before = row
     return lessons
+
+
+def _best_before(rows: list[dict]) -> list[float | None]:
+    """For each row, the seconds of the fastest exact rung before it that the bench kept (None for the first); for a
+    peer, the fastest exact rung of all."""
+    exact = [float(r["e2e s"]) for r in rows if r.get("kind", "exact") == "exact" and r.get("kept", "yes") != "no"]
+    best, out = None, []
+    for row in rows:
+        out.append(min(exact) if row.get("kind") == "peer" and exact else best)
+        if row.get("kind", "exact") == "exact" and row.get("kept", "yes") != "no":
+            seconds = float(row["e2e s"])
+            best = seconds if best is None else min(best, seconds)
+    return out
 
 
 def read_bench(path: str | Path) -> BenchFigures | None:
@@ -149,16 +171,18 @@ def read_bench(path: str | Path) -> BenchFigures | None:
                             "run `make bench` again to rewrite it.") from None
     table = pd.DataFrame(rows).set_index("rung")
     seconds = table["e2e s"].astype(float)
-    exact_before = seconds.where(table.get("kind", pd.Series("exact", index=table.index)) != "approximate")
+    best_before = pd.Series(_best_before(rows), index=table.index, dtype=float)
     frame = pd.DataFrame({
         "lesson": _lessons(rows),
+        "kind": table.get("kind"),
         "dtype": table.get("dtype"),
         "scheduler": table.get("solver"),
         "steps": table.get("steps"),
         "seconds": seconds.round(2),
         "measured or estimated": table.get("e2e how"),
         "speedup": (seconds.iloc[0] / seconds).round(2),
-        "vs rung before": (exact_before.ffill().shift(1) / seconds).round(2),
+        "vs best before": (best_before / seconds).round(2),
+        "kept": table.get("kept"),
     }, index=table.index).dropna(axis=1, how="all")
     size = f"{data['height']}x{data['width']}" if "height" in data and "width" in data else "its default size"
     machine = (f"{data.get('machine') or data.get('device', 'an unnamed device')}, torch {data.get('torch', '?')}: "

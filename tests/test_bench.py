@@ -3,6 +3,7 @@ import contextlib
 import json
 import re
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -166,3 +167,11 @@ def test_bench_rejects_bad_options(args, capsys):
         bench.parse_args(args, torch.device("cpu"))
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_toy_models_never_write_over_the_real_size_figures():
+    cpu = torch.device("cpu")
+    assert bench.parse_args(["--model", "tiny"], cpu).out == Path("build") / "bench-tiny"
+    assert bench.parse_args(["--model", "shapes"], cpu).out == Path("build") / "bench-shapes"
+    assert bench.parse_args([], cpu).out == Path("build")  # sd15-random: what notebook 01 and the README show
+    assert bench.parse_args(["--model", "tiny", "--out", "elsewhere"], cpu).out == Path("elsewhere")

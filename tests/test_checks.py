@@ -65,5 +65,5 @@ def test_pixel_difference_in_levels_for_pil_and_float_pictures():
 def test_same_pictures_states_the_tolerance_and_fails_beyond_it():
     a = [picture(), picture(colour="blue")]
     assert same_pictures(a, [p.copy() for p in a]) == (
-        "the same 2 pictures: mean pixel difference below 1 level (of 255) for each")
+        "the same 2 pictures: mean pixel difference below 1 of 255 levels for each")
     assert same_pictures(a, [a[0], picture(colour="green")]).startswith("1 of 2 pictures differ")
