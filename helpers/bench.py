@@ -34,6 +34,7 @@ import torch
 
 from . import peers
 from .attention import pad_attention_heads
+from .choice import family
 from .compare import pixel_difference
 from .device import device_name, half_dtype, pick_device
 from .memory import flush
@@ -338,8 +339,9 @@ def parse_args(argv, device: torch.device):
                         help="folder for bench.csv and bench.json (default build/; build/bench-MODEL/ for the toy "
                              "models tiny and shapes, so that they never replace the real-size figures)")
     args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = Path("build") / f"bench-{args.model}" if args.model in TOY_MODELS else Path("build")
+    if args.out is None:  # a toy model, by name or by folder, gets its own: build/bench.json is real-size figures
+        toy = args.model if args.model in TOY_MODELS else family(args.model)
+        args.out = Path("build") / f"bench-{toy}" if toy in TOY_MODELS else Path("build")
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -113,10 +113,13 @@ class BenchFigures:
                 lines.append(f"{rung}: {row['seconds']:.1f} s per image, {row['vs best before']:.2f}x the speed of the "
                              f"best exact rung - {row['lesson']}.")
                 continue
-            slower = row.get("kept") == "no"
-            dropped = " - slower, so not kept: later rungs build on the best before it" if slower else ""
+            if row.get("kept") == "no":
+                lines.append(f"{rung}: tried, {row['vs best before']:.1f}x the speed of the best rung before it "
+                             f"({row['seconds']:.1f} s per image): slower, so dropped; the next rung builds "
+                             "without it.")
+                continue
             lines.append(f"{rung}: {row['vs best before']:.1f}x the speed of the best rung before it "
-                         f"({row['seconds']:.1f} s per image) - {row['lesson']}{dropped}.")
+                         f"({row['seconds']:.1f} s per image) - {row['lesson']}.")
         return "\n".join(lines)
 
 
@@ -185,6 +188,7 @@ def read_bench(path: str | Path) -> BenchFigures | None:
         "kept": table.get("kept"),
     }, index=table.index).dropna(axis=1, how="all")
     size = f"{data['height']}x{data['width']}" if "height" in data and "width" in data else "its default size"
-    machine = (f"{data.get('machine') or data.get('device', 'an unnamed device')}, torch {data.get('torch', '?')}: "
-               f"{data.get('model', 'the model')} at {size}")
+    named = ", ".join(str(data[key]) for key in ("cpu", "device") if data.get(key))
+    where = data.get("machine") or named or "an unnamed device"
+    machine = f"{where}, torch {data.get('torch', '?')}: {data.get('model', 'the model')} at {size}"
     return BenchFigures(machine, frame)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import bench
+from helpers.choice import shapes_folder
 
 
 def test_ladder_adds_one_setting_per_rung():
@@ -173,5 +174,6 @@ def test_toy_models_never_write_over_the_real_size_figures():
     cpu = torch.device("cpu")
     assert bench.parse_args(["--model", "tiny"], cpu).out == Path("build") / "bench-tiny"
     assert bench.parse_args(["--model", "shapes"], cpu).out == Path("build") / "bench-shapes"
+    assert bench.parse_args(["--model", str(shapes_folder())], cpu).out == Path("build") / "bench-shapes"  # a folder
     assert bench.parse_args([], cpu).out == Path("build")  # sd15-random: what notebook 01 and the README show
     assert bench.parse_args(["--model", "tiny", "--out", "elsewhere"], cpu).out == Path("elsewhere")

@@ -55,7 +55,7 @@ def test_a_rung_not_kept_is_not_what_the_next_rung_is_compared_with(tmp_path):
     figures = read_bench(write(tmp_path, rows=rows))
     assert figures.table["vs best before"].tolist()[4:] == [0.5, 2.0]  # 32/64, then 32/16: not 64/16
     lines = figures.describe().splitlines()
-    assert "not kept" in lines[3] and "not kept" not in lines[4]
+    assert "slower, so dropped" in lines[3] and "dropped" not in lines[4]
 
 
 def test_a_peer_is_compared_with_the_best_exact_rung_and_is_no_lesson(tmp_path):
@@ -72,6 +72,9 @@ def test_machine_line_says_where_the_figures_come_from(tmp_path):
     figures = read_bench(write(tmp_path))
     assert figures.machine == "CPU (2 threads), torch 2.13.0+cpu: sd15-random at 512x512"
     assert read_bench(write(tmp_path, machine="Intel Xeon, 2 cores")).machine.startswith("Intel Xeon, 2 cores,")
+    # what the bench writes: the CPU's name beside the device
+    assert read_bench(write(tmp_path, cpu="Intel(R) Xeon(R) Processor")).machine.startswith(
+        "Intel(R) Xeon(R) Processor, CPU (2 threads), torch")
     assert "3.2x the speed of the best rung before it" in figures.describe().splitlines()[0]
 
 

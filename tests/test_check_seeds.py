@@ -1,0 +1,21 @@
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.shapes.world import WORDS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_shapes_seeds.py"
+
+
+def test_it_checks_the_prompts_the_notebooks_give_shapes():
+    script = runpy.run_path(str(SCRIPT))  # the module's constants; main() does not run
+    prompts = [script["PROMPT"], script["DETAILED"], script["UNWANTED"], *script["TWEAKS"]]
+    assert all(word in WORDS for text in prompts for word in text.split())  # shapes' words, not the guide's
+    assert len(set(script["TWEAKS"])) == len(script["TWEAK_COLOURS"]) == 4
+
+
+def test_a_folder_without_a_checkpoint_is_one_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
