@@ -297,6 +297,11 @@ class Bench:
                          generator=torch.Generator().manual_seed(0), output_type="np").images[0]
 
 
+def flops_text(flops: float) -> str:
+    """A FLOP count for the header: in T (10^12) at real size, in G (10^9) for a toy model whose T would read 0.000."""
+    return f"{flops / 1e12:.3f} T" if flops >= 1e11 else f"{flops / 1e9:.3f} G"
+
+
 def compiled_graphs() -> int:
     """How many graphs torch.compile has made in this process so far (recompiles included)."""
     from torch._dynamo.utils import counters
@@ -436,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     print("bench: peak matrix multiply at UNet sizes (measured now): "
           + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
     bench = Bench(args.model, device, args.resolution, args.resolution, args.repeats)
-    print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {bench.flops['unet'] / 1e12:.3f} T, "
-          f"per VAE decode {bench.flops['vae'] / 1e12:.3f} T, text encoder {bench.flops['text'] / 1e12:.3f} T",
+    print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {flops_text(bench.flops['unet'])}, "
+          f"per VAE decode {flops_text(bench.flops['vae'])}, text encoder {flops_text(bench.flops['text'])}",
           flush=True)
     ready = peers.ready_on(device) if args.peers else []  # a missing extra is said now, not after the rungs
     rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")

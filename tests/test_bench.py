@@ -177,3 +177,8 @@ def test_toy_models_never_write_over_the_real_size_figures():
     assert bench.parse_args(["--model", str(shapes_folder())], cpu).out == Path("build") / "bench-shapes"  # a folder
     assert bench.parse_args([], cpu).out == Path("build")  # sd15-random: what notebook 01 and the README show
     assert bench.parse_args(["--model", "tiny", "--out", "elsewhere"], cpu).out == Path("elsewhere")
+
+
+def test_the_header_shows_a_toy_models_flops_in_g_not_as_zero():
+    assert bench.flops_text(1.607e12) == "1.607 T"
+    assert bench.flops_text(2.5e7) == "0.025 G"
