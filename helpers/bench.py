@@ -285,12 +285,16 @@ class Bench:
             self.graphs = compiled_graphs()
             if self.graphs != graphs:
                 print(f"    note: torch.compile made {self.graphs - graphs} more graph(s) while timing")
-        total = rung.steps * self.flops["unet"] + self.flops["vae"] + self.flops["text"]
+        self.add_rates(row, rung.steps)
+        return row
+
+    def add_rates(self, row: dict, steps: int) -> None:
+        """Add achieved TFLOP/s (whole image and UNet) and, on a CPU, core-seconds per image to a measured row."""
+        total = steps * self.flops["unet"] + self.flops["vae"] + self.flops["text"]
         row["TFLOP/s"] = total / row["e2e s"] / 1e12
-        row["unet TFLOP/s"] = self.flops["unet"] / unet.median / 1e12
+        row["unet TFLOP/s"] = self.flops["unet"] / row["unet s/step"] / 1e12
         if self.device.type == "cpu":
             row["core-s/image"] = row["e2e s"] * torch.get_num_threads()
-        return row
 
     def generate(self, steps: int):
         return self.pipe(PROMPT, height=self.height, width=self.width, num_inference_steps=steps,

@@ -257,10 +257,7 @@ def run_peer(bench, pipe, ref: Reference, engine, unet_run, decode_run, steps: i
                                        generator=torch.Generator().manual_seed(0), output_type="np").images[0],
                           repeats=1, warmup=0)
         row["e2e s"], row["e2e how"], row["image"] = run.median, "measured", run.value
-    total = steps * bench.flops["unet"] + bench.flops["vae"] + bench.flops["text"]
-    row["TFLOP/s"] = total / row["e2e s"] / 1e12
-    row["unet TFLOP/s"] = bench.flops["unet"] / unet.median / 1e12
-    row["core-s/image"] = row["e2e s"] * torch.get_num_threads()
+    bench.add_rates(row, steps)
     return row
 
 

@@ -123,6 +123,11 @@ class BenchFigures:
         return "\n".join(lines)
 
 
+def _kept_exact(row: dict) -> bool:
+    """Whether a row is an exact rung the bench kept (rows from older bench.json files have neither field)."""
+    return row.get("kind", "exact") == "exact" and row.get("kept", "yes") != "no"
+
+
 def _lessons(rows: list[dict]) -> list[str]:
     """What each rung adds to the one before (rungs are cumulative), named by the notebook step it supports."""
     lessons, before = [], None
@@ -141,22 +146,20 @@ def _lessons(rows: list[dict]) -> list[str]:
             if (row.get("solver"), row.get("steps")) != (before.get("solver"), before.get("steps")):
                 changes.append("the scheduler and its steps (step 4)")
             lessons.append(" + ".join(changes) or "beyond the guide: same precision and steps, faster execution")
-        if row.get("kind", "exact") == "exact" and row.get("kept", "yes") != "no":
+        if _kept_exact(row):
             before = row
     return lessons
 
 
 def _best_before(rows: list[dict]) -> list[float | None]:
-    """For each row, the seconds of the fastest exact rung before it that the bench kept (None for the first); for a
-    peer, the fastest exact rung of all."""
-    exact = [float(r["e2e s"]) for r in rows if r.get("kind", "exact") == "exact" and r.get("kept", "yes") != "no"]
-    best, out = None, []
+    """For each row, the seconds of the fastest kept exact rung before it (None for the first); for a peer, the
+    fastest kept exact rung of all."""
+    best, before = None, []
     for row in rows:
-        out.append(min(exact) if row.get("kind") == "peer" and exact else best)
-        if row.get("kind", "exact") == "exact" and row.get("kept", "yes") != "no":
-            seconds = float(row["e2e s"])
-            best = seconds if best is None else min(best, seconds)
-    return out
+        before.append(best)
+        if _kept_exact(row):
+            best = float(row["e2e s"]) if best is None else min(best, float(row["e2e s"]))
+    return [best if row.get("kind") == "peer" else seconds for row, seconds in zip(rows, before, strict=True)]
 
 
 def read_bench(path: str | Path) -> BenchFigures | None:

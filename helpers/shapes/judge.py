@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 
 from .world import BACKGROUNDS, COLOURS
 
-_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for name, rgb in COLOURS.items()}
+_HUES = {name: float(rgb_to_hsv(np.array(rgb) / 255)[0]) for name, rgb in COLOURS.items()}
 # Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free):
 # a disc gives 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77.
 _SQUARE_FROM, _TRIANGLE_FROM = 0.41, 0.63
@@ -36,15 +36,6 @@ def _as_array(image) -> np.ndarray:
     if image.dtype != np.uint8:  # floats in 0..1, as pipelines return with output_type="np"
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image
-
-
-def _hues(rgb: np.ndarray) -> np.ndarray:
-    """The hue (0..1) of every pixel of an (H, W, 3) array of floats in 0..1."""
-    top, bottom = rgb.max(-1), rgb.min(-1)
-    span = np.maximum(top - bottom, 1e-6)
-    r, g, b = np.moveaxis(rgb, -1, 0)
-    hue = np.where(top == r, (g - b) / span, np.where(top == g, 2 + (b - r) / span, 4 + (r - g) / span))
-    return hue / 6 % 1
 
 
 def _mean_hue(hues: np.ndarray) -> float:
@@ -94,7 +85,7 @@ def analyse(image) -> Verdict:
         return Verdict(None, None, background, float("nan"), float("nan"), int(mask.sum()))
     mask = _largest_blob(mask)
 
-    hue = _hues(rgb)
+    hue = rgb_to_hsv(rgb)[..., 0]  # every pixel's hue, 0..1
     angle = _mean_hue(hue[mask])
     colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
     # The shape is the pixels of its own colour: a fringe of another hue at its edge (a generated picture's
