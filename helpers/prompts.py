@@ -22,7 +22,7 @@ NEGATIVE = "blurry, low quality, deformed, extra fingers, watermark, text"
 # Each guide phrase and its shapes counterpart. The guide's tweak varies the chief's age, shapes varies the circle's
 # colour ("a old warrior chief" stays red, so the tweak's second prompt is the detailed prompt, as in the guide).
 # Measured with the shipped model at seeds 0-7, DPM-Solver++ 20 steps, in float32, bfloat16 and float16 alike:
-# "a red circle" is a red circle at all eight seeds, on a gray background at six and black at two; naming a white
+# "a red circle" is a red circle at all eight seeds, on a gray background at five and black at three; naming a white
 # background gives white at all eight; a negative prompt naming the gray background leaves none gray.
 AGE_COLOURS = dict(zip(GUIDE_AGES, ("orange", "red", "yellow", "green"), strict=True))
 SHAPES_PHRASES = {

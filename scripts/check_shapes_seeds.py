@@ -31,7 +31,7 @@ UNWANTED = for_model(NEGATIVE, SHAPES)  # 03's negative prompt
 TWEAKS = [for_model(f"portrait photo of {age}{GUIDE_DETAILS}{GUIDE_STYLE}", SHAPES) for age in GUIDE_AGES]
 TWEAK_COLOURS = [AGE_COLOURS[age] for age in GUIDE_AGES]
 # Notebook 03's seed and tolerances for the tweak (its cells spell them out; keep these in step).
-TWEAK_SEED, MOVE_PX, AREA_RATIO = 2, 6, 1.25
+TWEAK_SEED, MOVE_PX, AREA_RATIO = 7, 9, 1.25
 
 
 def load(folder: Path, dtype: torch.dtype, fine_tuned_vae: bool, dpm: bool = True):

@@ -71,6 +71,21 @@ def test_micro_training_round_trips_through_save_pretrained(tmp_path):
     assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 3
 
 
+def test_contiguous_group_norms_give_the_same_result_and_restore_the_model():
+    from helpers.shapes.train import Config, contiguous_group_norms, make_vae
+
+    torch.manual_seed(0)
+    vae = make_vae(Config.micro())
+    x = torch.randn(2, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = vae.encode(x).latent_dist.mean
+        with contiguous_group_norms(vae):
+            assert all(type(m) is not torch.nn.GroupNorm for m in vae.modules())
+            nchw = vae.encode(x).latent_dist.mean
+    assert torch.allclose(plain.float(), nchw.float(), atol=2e-2)
+    assert sum(type(m) is torch.nn.GroupNorm for m in vae.modules()) > 0  # plain GroupNorms again
+
+
 def test_training_refuses_to_overwrite_the_shipped_model():
     proc = subprocess.run([sys.executable, "-m", "helpers.shapes", "train", "--micro", "--out", "models"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -6,6 +6,7 @@ Everything is seeded, the pictures are rendered on the fly, and the result is a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -51,7 +52,9 @@ class Config:
     # latents' mean nearly untouched at the last step, so the seed, not the prompt, picks a white or black background.
     noise_offset: float = 0.1
     empty_caption: float = 0.1  # share of empty captions, so classifier-free guidance has an unconditional model
-    name_background: float = 0.5  # share of captions that name the background
+    # Share of captions that name the background. At 0.5 the shipped model drew 88.9 % of named gray backgrounds
+    # right (white 100 %, black 94.4 %); 0.7 gives the rarer, longer captions more weight.
+    name_background: float = 0.7
     eval_pictures: int = 256  # held-out pictures for the VAEs' PSNR
 
     @classmethod
@@ -100,15 +103,41 @@ def make_vae(cfg: Config):
     return vae
 
 
+class _ContiguousGroupNorm(torch.nn.GroupNorm):
+    """GroupNorm computed on a contiguous (NCHW) copy of its input: same result, faster on CPUs."""
+
+    def forward(self, x):
+        return super().forward(x.contiguous())
+
+
+@contextlib.contextmanager
+def contiguous_group_norms(model):
+    """Within the block, ``model``'s GroupNorms run on NCHW input; they are plain GroupNorms again afterwards.
+
+    oneDNN's bfloat16 convolutions return channels-last tensors even in an NCHW model, and PyTorch's CPU GroupNorm
+    is slow on those: forward and backward of a (32, 32, 64, 64) bfloat16 input took 81 ms in channels-last and
+    4 ms in NCHW (Intel Xeon with AMX, 2 cores), half of the VAE's training step. The copy costs far less.
+    """
+    norms = [m for m in model.modules() if type(m) is torch.nn.GroupNorm]
+    for m in norms:
+        m.__class__ = _ContiguousGroupNorm
+    try:
+        yield model
+    finally:
+        for m in norms:
+            m.__class__ = torch.nn.GroupNorm
+
+
 def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Random, desc: str) -> list[float]:
     """Train ``params`` of the VAE to reconstruct rendered pictures (MSE plus a small KL term); returns losses."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = _cosine(optimizer, min(cfg.warmup, steps // 10 + 1), steps)
     losses = []
-    vae.train().to(memory_format=torch.channels_last)  # faster convolutions on CPUs (oneDNN)
+    vae.train()
     for _ in (bar := tqdm(range(steps), desc=desc, mininterval=2)):
-        x = pictures(rng, cfg.vae_batch)[0].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # faster here for the VAE's convolutions
+        x = pictures(rng, cfg.vae_batch)[0]
+        # bfloat16 is faster here for the VAE's convolutions; NCHW GroupNorms halve the step (0.88 -> 0.41 s).
+        with torch.autocast("cpu", dtype=torch.bfloat16), contiguous_group_norms(vae):
             posterior = vae.encode(x).latent_dist
             out = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(out.float(), x) + cfg.kl_weight * posterior.kl().mean()
@@ -175,8 +204,9 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
         x, scenes = pictures(rng, cfg.unet_batch)
         ids = tokenizer([random_caption(rng, s, cfg) for s in scenes], padding="max_length",
                         max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the frozen encoder: bf16 is enough
-            posterior = vae.encode(x.contiguous(memory_format=torch.channels_last)).latent_dist
+        # The frozen encoder: bfloat16 is enough, and NCHW GroupNorms make it 135 -> 93 ms per batch.
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), contiguous_group_norms(vae):
+            posterior = vae.encode(x).latent_dist
         latents = posterior.sample(generator).float().contiguous(memory_format=torch.channels_last) * scale
         noise = torch.randn(latents.shape, generator=generator)
         noise += cfg.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
