@@ -39,17 +39,23 @@ def _eval(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.shapes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train the VAE, its fine-tuned decoder, the UNet and text encoder from scratch")
-    p.add_argument("--out", default="build/shapes", help="where to write shapes/ and shapes-vae-ft/ (build/shapes)")
+    p = sub.add_parser("train", help="train the VAE, its fine-tuned decoder, the UNet and text encoder from scratch "
+                       "(about 30 min on 2 CPU cores); writes shapes/, shapes-vae-ft/ and training.json")
+    p.add_argument("--out", default="build/shapes",
+                   help="where to write shapes/, shapes-vae-ft/ and training.json (build/shapes)")
     p.add_argument("--ship", action="store_true", help="allow --out models, overwriting the shipped weights")
     p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0, the shipped model's)")
-    p.add_argument("--resume", default=None, help="an earlier run's output folder: reuse its phases 1-3, run phase 4")
+    p.add_argument("--resume", default=None,
+                   help="an earlier run's output folder: reuse its VAE, UNet and text encoder (phases 1-3) and "
+                   "train only the further decoder, shapes-vae-ft (phase 4)")
     p.set_defaults(run=_train)
-    p = sub.add_parser("eval", help="judge every colour x shape prompt with 8 seeds; print adherence tables")
+    p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
+                       "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")
     p.add_argument("--model", default=str(SHIPPED / "shapes"), help="a shapes pipeline folder (models/shapes)")
     p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"), help="its fine-tuned VAE (models/shapes-vae-ft)")
-    p.add_argument("--seeds", type=int, default=8, help="seeds per prompt (8)")
+    p.add_argument("--seeds", type=int, default=8,
+                   help="seeds per colour x shape prompt (8); the background prompts use 2")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.set_defaults(run=_eval)
     args = parser.parse_args(argv)
