@@ -56,10 +56,15 @@ def run(path: Path, out_dir: Path, kernel: str) -> bool:
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     print(f"{path.name}: {'ran' if ok else 'stopped with an error'} in {seconds:.0f} s -> "
-          f"{(out_dir / path.name).relative_to(ROOT)} and .html")
+          f"{shown(out_dir / path.name)} and .html")
     for line in summary_lines(nb):
         print("  " + line.replace("\n", "\n  "))
     return ok
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (build/...), else as it is."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = [run(p.resolve(), args.out.resolve(), args.kernel) for p in paths]
-    print(f"{sum(results)} of {len(results)} notebooks ran; executed copies in {args.out.resolve().relative_to(ROOT)}/")
+    print(f"{sum(results)} of {len(results)} notebooks ran; executed copies in {shown(args.out.resolve())}/")
     return 0 if all(results) else 1
 
 

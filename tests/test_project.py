@@ -73,6 +73,16 @@ def test_runner_never_writes_into_notebooks():
     assert proc.returncode == 2 and "never overwritten" in proc.stderr
 
 
+def test_runner_names_an_output_folder_outside_the_repository(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert runner.shown(ROOT / "build" / "01_speed.ipynb") == Path("build/01_speed.ipynb")
+    assert runner.shown(tmp_path / "01_speed.ipynb") == tmp_path / "01_speed.ipynb"  # used to raise ValueError
+
+
 def test_info_flags_a_bad_tutorial_model():
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),
