@@ -103,29 +103,25 @@ def make_vae(cfg: Config):
     return vae
 
 
-class _ContiguousGroupNorm(torch.nn.GroupNorm):
-    """GroupNorm computed on a contiguous (NCHW) copy of its input: the same result up to rounding, faster on CPUs."""
-
-    def forward(self, x):
-        return super().forward(x.contiguous())
+def _contiguous_input(_module, args):
+    return (args[0].contiguous(), *args[1:])
 
 
 @contextlib.contextmanager
 def contiguous_group_norms(model):
-    """Within the block, ``model``'s GroupNorms run on NCHW input; they are plain GroupNorms again afterwards.
+    """Within the block, ``model``'s GroupNorms run on NCHW copies of their input (forward pre-hooks, removed after).
 
     oneDNN's bfloat16 convolutions return channels-last tensors even in an NCHW model, and PyTorch's CPU GroupNorm
     is slow on those: forward and backward of a (32, 32, 64, 64) bfloat16 input took 81 ms in channels-last and
     4 ms in NCHW (Intel Xeon with AMX, 2 cores), half of the VAE's training step. The copy costs far less.
     """
-    norms = [m for m in model.modules() if type(m) is torch.nn.GroupNorm]
-    for m in norms:
-        m.__class__ = _ContiguousGroupNorm
+    handles = [m.register_forward_pre_hook(_contiguous_input) for m in model.modules()
+               if isinstance(m, torch.nn.GroupNorm)]
     try:
         yield model
     finally:
-        for m in norms:
-            m.__class__ = torch.nn.GroupNorm
+        for handle in handles:
+            handle.remove()
 
 
 def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Random, desc: str) -> list[float]:
