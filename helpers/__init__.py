@@ -9,6 +9,8 @@ from .device import (
     half_dtype,
     make_generators,
     pick_device,
+    recipe_dtype,
+    recipe_dtype_reason,
     synchronize,
 )
 from .errors import TutorialError
@@ -36,6 +38,7 @@ __all__ = [
     "Results", "Timer", "Timing", "TutorialError", "as_dtype", "captioned_grid", "check_images",
     "cpu_has_fast_bf16", "default_model", "device_name", "get_inputs", "find_max_batch", "flush", "half_dtype",
     "image_problems", "is_out_of_memory", "load_pipeline", "load_vae", "make_generators",
-    "make_image_grid", "model_name", "peak_memory", "pick_device", "resolve_model", "synchronize", "time_it",
+    "make_image_grid", "model_name", "peak_memory", "pick_device", "recipe_dtype",
+    "recipe_dtype_reason", "resolve_model", "synchronize", "time_it",
     "MPS_MAX_BATCH", "cap_batch", "catch_out_of_memory", "hide_torchvision_notice",
 ]

@@ -40,7 +40,7 @@ def info() -> str:
     import torch
     import transformers
 
-    from .device import cpu_has_fast_bf16, device_name, half_dtype, pick_device
+    from .device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
     from .errors import TutorialError
     from .pipelines import resolve_model
 
@@ -49,11 +49,11 @@ def info() -> str:
         model, why = resolve_model(None, device)
     except TutorialError as err:  # a bad TUTORIAL_MODEL: say so here rather than fail
         model, why = os.environ.get("TUTORIAL_MODEL", ""), f"INVALID: {err}"
-    bf16 = f" (CPU native bfloat16: {'yes' if cpu_has_fast_bf16() else 'no, emulated'})" if device.type == "cpu" else ""
     lines = [
         f"python        {sys.version.split()[0]} ({platform.platform()})",
         f"device        {device.type}: {device_name(device)}",
-        f"half dtype    {half_dtype(device)}{bf16}",
+        f"cpu           {cpu_model()} ({isa_line()})",
+        f"recipe dtype  {recipe_dtype_reason(device)}",
         f"default model {model} ({why})",
         f"TUTORIAL_MODEL={os.environ.get('TUTORIAL_MODEL', '')}",
         f"torch         {torch.__version__} (CUDA {torch.version.cuda or 'none'})",

@@ -5,9 +5,13 @@ baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout
 attention heads zero-padded to a multiple of 64, torch.compile, and last, on a Linux CPU, an allocator setting
 (glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
 next call; it is last because it cannot be taken back). These are *exact* rungs: they change precision,
-solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. A rung whose
-end-to-end time is slower than the best rung so far is printed with ``kept: no``, and the rungs after it build
-on the best settings instead (from a freshly loaded pipeline when a setting must be taken off). With
+solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. Each rung adds
+its own setting to the best rung measured so far (the baseline's settings if none): a rung whose end-to-end time
+is slower than that is printed with ``kept: no``, and the rungs after it build on the best settings instead (from
+a freshly loaded pipeline when a setting must be taken off), so ``--rungs 1,3`` runs DPM-Solver++ in float32.
+A rung so slow that its steps times one UNet call already take over twice the best end-to-end time (half
+precision on a CPU that emulates bfloat16) is not timed further: its end-to-end time is that lower bound, and it
+is not kept. With
 ``--approx``, an *approximate* rung follows: the best exact rung's settings with fewer steps than the guide's
 20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
 
@@ -36,9 +40,9 @@ from . import peers
 from .attention import pad_attention_heads
 from .choice import family
 from .compare import pixel_difference
-from .device import device_name, half_dtype, pick_device
+from .device import cpu_model, device_name, half_dtype, isa_line, pick_device, recipe_dtype_reason
 from .memory import flush
-from .peak import cpu_model, isa_line, measure_peak, percent_of_peak
+from .peak import measure_peak, percent_of_peak
 from .pipelines import PROMPT, hide_torchvision_notice, load_pipeline, quiet_logs
 from .timing import time_it
 
@@ -82,7 +86,7 @@ def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list
 
 def build_on(best: Rung, rung: Rung, before: Rung | None) -> Rung:
     """``rung`` as climbed from ``best``: the best settings plus what ``rung`` changes from ``before``, its
-    predecessor in the plan (the same as ``rung`` when every rung so far was kept)."""
+    predecessor in the whole ladder (the same as ``rung`` when every rung so far was measured and kept)."""
     if before is None:
         return rung
     changes = {f.name: getattr(rung, f.name) for f in fields(Rung) if getattr(rung, f.name) != getattr(before, f.name)}
@@ -252,8 +256,12 @@ class Bench:
 
         return {"text": encode, "unet": unet_call, "vae": decode}
 
-    def measure(self, rung: Rung, direct_limit: float) -> dict:
-        """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s."""
+    def measure(self, rung: Rung, direct_limit: float, best_e2e: float | None = None) -> dict:
+        """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
+
+        When ``rung.steps`` times the first UNet call already exceeds twice ``best_e2e``, the rung cannot be
+        kept: it is timed no further, and its end-to-end time is that lower bound (``e2e how``: 'at least').
+        """
         dtype = self.pipe.unet.dtype
         calls = self.calls()
         encode, unet_call, decode = calls["text"], calls["unet"], calls["vae"]
@@ -262,6 +270,8 @@ class Bench:
             if self.state.compiled:
                 self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             unet_call()  # these first calls are the warm-up
+            if not self.state.compiled and best_e2e and rung.steps * (time.perf_counter() - warm) > 2 * best_e2e:
+                return self.hopeless(rung, time.perf_counter() - warm)
             decode()
             first = time.perf_counter() - warm
             graphs = compiled_graphs() if self.state.compiled else None
@@ -285,6 +295,15 @@ class Bench:
             self.graphs = compiled_graphs()
             if self.graphs != graphs:
                 print(f"    note: torch.compile made {self.graphs - graphs} more graph(s) while timing")
+        self.add_rates(row, rung.steps)
+        return row
+
+    def hopeless(self, rung: Rung, unet_s: float) -> dict:
+        """The row of a rung timed by one UNet call only: its steps times that call are already far too slow."""
+        row = {"rung": rung.name, "kind": "exact" if rung.exact else "approximate",
+               "dtype": str(self.pipe.unet.dtype).split(".")[-1], "solver": rung.solver, "steps": rung.steps,
+               "unet s/step": unet_s, "it/s": 1 / unet_s, "vae decode s": float("nan"), "text s": float("nan"),
+               "e2e s": rung.steps * unet_s, "e2e how": "at least"}
         self.add_rates(row, rung.steps)
         return row
 
@@ -340,7 +359,8 @@ def parse_args(argv, device: torch.device):
                              "exact rung and the approximate one: whenever a third of the budget left allows)")
     parser.add_argument("--peak-seconds", type=float, default=0.25,
                         help="seconds of the peak probe per matrix size and dtype (default 0.25)")
-    parser.add_argument("--budget", type=float, default=560.0, help="skip rungs once this many seconds are used")
+    parser.add_argument("--budget", type=float, default=1500.0,
+                        help="skip rungs once this many seconds are used (default 1500)")
     parser.add_argument("--peers", action="store_true",
                         help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
                              '(needs pip install -e ".[peers]")')
@@ -372,9 +392,15 @@ def parse_args(argv, device: torch.device):
     return args
 
 
-def climb(bench: Bench, plan: list[Rung], args, start: float, peak: dict[str, float]) -> list[dict]:
-    """Measure the planned rungs, each built on the best exact rung so far, then the approximate one if asked."""
-    rows, best, best_row, before = [], None, None, None
+def climb(bench: Bench, plan: list[Rung], args, start: float, peak: dict[str, float],
+          whole: list[Rung] | None = None) -> list[dict]:
+    """Measure the planned rungs, each built on the best exact rung so far, then the approximate one if asked.
+
+    ``plan`` is the rungs picked from ``whole``, the ladder (default: ``plan`` itself); each adds to the best rung
+    only what it adds to its predecessor in ``whole``, so a rung left out of the plan adds nothing.
+    """
+    whole = whole or plan
+    rows, best, best_row = [], None, None
     total = len(plan) + args.approx
     for number, planned in enumerate(plan + ([None] if args.approx else []), 1):
         if planned is None:  # the approximate rung: the best exact settings with fewer steps
@@ -382,8 +408,9 @@ def climb(bench: Bench, plan: list[Rung], args, start: float, peak: dict[str, fl
                 break
             rung = approximate(best, args.approx_steps)
         else:
-            rung = planned if best is None else build_on(best, planned, before)
-            before = planned
+            index = whole.index(planned)
+            before = whole[index - 1] if index else None
+            rung = build_on(best or whole[0], planned, before)
         left = args.budget - (time.perf_counter() - start)
         needs = seconds_needed(rung, bench.state)
         if left < needs:
@@ -397,7 +424,8 @@ def climb(bench: Bench, plan: list[Rung], args, start: float, peak: dict[str, fl
         flush()
         try:
             key = planned is plan[-1] or not rung.exact  # the last exact rung and the approximate one
-            row = bench.measure(rung, max(args.direct_limit, left / 3) if key else args.direct_limit)
+            row = bench.measure(rung, max(args.direct_limit, left / 3) if key else args.direct_limit,
+                                best_row["e2e s"] if best_row else None)
         except Exception as err:  # e.g. torch.compile without a working C++ compiler
             if not rung.compiled:
                 raise
@@ -441,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
     print(f"bench: CPU {cpu_model()}; {isa_line()}", flush=True)
+    print(f"bench: the tutorial's recipe runs in {recipe_dtype_reason(device)}", flush=True)
     peak = measure_peak(device, seconds=args.peak_seconds)
     print("bench: peak matrix multiply at UNet sizes (measured now): "
           + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
@@ -451,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = peers.ready_on(device) if args.peers else []  # a missing extra is said now, not after the rungs
     rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
     try:
-        rows = climb(bench, [rungs[i - 1] for i in args.picked], args, start, peak)
+        rows = climb(bench, [rungs[i - 1] for i in args.picked], args, start, peak, rungs)
     finally:
         bench.uncompile()
     if not rows:

@@ -1,6 +1,10 @@
-"""Which device and dtype to use, seeded generators, device synchronisation, and batch caps per device."""
+"""Which device, CPU kind and dtype to use, seeded generators, device synchronisation, and batch caps per device."""
 
 from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
 
 import torch
 
@@ -19,29 +23,112 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), as oneDNN reports it."""
+# /proc/cpuinfo flags that decide how fast a CPU multiplies bfloat16 and float32 matrices, and their names.
+ISA_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}
+NATIVE_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
+
+
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or '' where there is none (not Linux)."""
+    path = Path("/proc/cpuinfo")
+    if not sys.platform.startswith("linux") or not path.exists():
+        return ""
+    return path.read_text(errors="replace")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Platinum 8480+', or 'unknown'."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's flags from /proc/cpuinfo; None where they are unknown (not Linux)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def cpu_isa() -> dict[str, bool] | None:
+    """Which of AMX, AVX-512 BF16 and AVX-512 the CPU has (from /proc/cpuinfo); None where that is unknown."""
+    flags = _cpu_flags()
+    return None if flags is None else {name: flag in flags for flag, name in ISA_FLAGS.items()}
+
+
+def isa_line() -> str:
+    """The instruction sets as one line, e.g. 'AMX yes, AVX-512 BF16 yes, AVX-512 yes', or 'unknown'."""
+    isa = cpu_isa()
+    if isa is None:
+        return "unknown"
+    return ", ".join(f"{name} {'yes' if has else 'no'}" for name, has in isa.items())
+
+
+def _onednn_has_bf16() -> bool:
+    """Whether oneDNN reports bfloat16 support on this CPU (it honours ONEDNN_MAX_CPU_ISA)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def half_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """The 16-bit dtype to use on a device: float16 on CUDA and MPS, bfloat16 on the CPU.
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16), as PyTorch may use it here.
 
-    GPUs have fast float16 units, and the guide recommends float16 there. CPUs have no
-    fast float16 path in PyTorch, but recent ones (AVX-512 BF16, AMX) run bfloat16
-    natively; bfloat16 also keeps float32's exponent range, so it does not overflow
-    where float16 can. On a CPU without native bfloat16 it is emulated and may be slower
-    than float32: `cpu_has_fast_bf16()` tells, and the notebooks measure it.
+    oneDNN's own check honours ``ONEDNN_MAX_CPU_ISA``, and ``ATEN_CPU_CAPABILITY=avx2`` caps PyTorch's kernels:
+    either cap makes this False, as on a CPU with AVX2 only, where PyTorch emulates bfloat16.
+    """
+    if not _onednn_has_bf16():
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+            return False
+        flags = _cpu_flags()
+        return flags is None or bool(flags & NATIVE_BF16_FLAGS)
+    return True
+
+
+def half_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The device's 16-bit dtype, fast or not: float16 on CUDA and MPS, bfloat16 on the CPU (notebook 01, step 3).
+
+    GPUs have fast float16 units, and the guide recommends float16 there. CPUs have no fast float16 path in
+    PyTorch, but recent ones (AVX-512 BF16, AMX) run bfloat16 natively; bfloat16 also keeps float32's exponent
+    range, so it does not overflow where float16 can. Whether it pays on this device is ``recipe_dtype``'s call.
     """
     device = torch.device(device) if device is not None else pick_device()
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
+def recipe_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The dtype the tutorial's recipe runs in: the device's 16-bit type where it is fast, else float32.
+
+    float16 on CUDA (as the guide) and MPS; on a CPU, bfloat16 where it is native (``cpu_has_fast_bf16``) and
+    float32 elsewhere, because emulated bfloat16 is many times slower than float32 (notebook 01 measures it).
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cpu" and not cpu_has_fast_bf16():
+        return torch.float32
+    return half_dtype(device)
+
+
+def recipe_dtype_reason(device: str | torch.device | None = None) -> str:
+    """One line: the recipe's dtype on this device, and why."""
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = str(recipe_dtype(device)).removeprefix("torch.")
+    if device.type != "cpu":
+        return f"{dtype}: the 16-bit type {device.type.upper()} computes fast, as the guide recommends"
+    if dtype == "bfloat16":
+        return "bfloat16: this CPU computes it natively (AMX or AVX-512 BF16)"
+    flags = _cpu_flags() or set()
+    why = ("its AMX / AVX-512 BF16 is capped off here (ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY)"
+           if flags & NATIVE_BF16_FLAGS else "this CPU has no native bfloat16 (no AMX or AVX-512 BF16)")
+    return f"float32: {why}, so PyTorch would emulate bfloat16, many times slower than float32"
+
+
 def as_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
-    """Turn 'float32', 'float16', 'bfloat16', 'half' (this device's 16-bit type) or a torch.dtype into a dtype."""
+    """A dtype from 'float32', 'float16', 'bfloat16', 'half' (the device's 16-bit type), 'recipe' or a dtype."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
@@ -50,8 +137,10 @@ def as_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None 
              "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype == "half":
         return half_dtype(device)
+    if dtype == "recipe":
+        return recipe_dtype(device)
     if dtype not in names:
-        raise ValueError(f"Unknown dtype {dtype!r}: use one of {', '.join(names)} or 'half'.")
+        raise ValueError(f"Unknown dtype {dtype!r}: use one of {', '.join(names)}, 'half' or 'recipe'.")
     return names[dtype]
 
 

@@ -2,12 +2,13 @@
 
 One prompt per line (blank lines are skipped). Each picture is ``DIR/NNNNN.png`` for line NNNNN of the file, made
 with its own CPU generator seeded ``--seed`` + line number, so a picture depends only on its line and the settings.
-By default: the device's half precision, DPM-Solver++ at 20 steps, guidance 7.5, and the largest batch that fits
-(probed on CUDA; 4 elsewhere). Batches are consecutive lines, formed the same way whatever the number of
-processes; the list of batches is split between processes with Accelerate's ``PartialState``, so 1 or N processes
-write the same files with the same bytes. Batch size is part of the settings: batched matrix products can round
-differently from single ones, so a picture can differ (slightly, or more over many steps) under another batch size.
-On a CPU, so is the number of threads per process (``--threads``), for the same reason.
+By default: the recipe's precision (``device.recipe_dtype``: float32 on a CPU that would emulate bfloat16),
+DPM-Solver++ at 20 steps, guidance 7.5, and the largest batch that fits (probed on CUDA; 4 elsewhere). Batches are
+consecutive lines, formed the same way whatever the number of processes; the list of batches is split between
+processes with Accelerate's ``PartialState``, so 1 or N processes write the same files with the same bytes. Batch
+size is part of the settings: batched matrix products can round differently from single ones, so a picture can
+differ (slightly, or more over many steps) under another batch size. On a CPU, so is the number of threads per
+process (``--threads``), for the same reason.
 
 ``DIR/index.csv`` (line, prompt, seed, file, seconds, rank, processes, settings) is written once, by the main
 process, when every picture is there. A rerun into the same DIR resumes: it keeps every picture that opens, has
@@ -191,7 +192,7 @@ def probe_batch(pipe, settings: Settings, limit: int, device: torch.device) -> i
 
     search = find_max_batch(run, limit=limit, device=device)
     if search.max_batch < 1:
-        raise TutorialError("Even a batch of 1 runs out of memory here: try a smaller model or --dtype half.")
+        raise TutorialError("Even a batch of 1 runs out of memory here: try a smaller model or --dtype float16.")
     return search.max_batch
 
 
@@ -204,8 +205,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None,
                         help="preset (tiny, sd15-random), hub id or local folder (default: $TUTORIAL_MODEL, else "
                              "the real model on a GPU and tiny on a CPU)")
-    parser.add_argument("--dtype", default="half", choices=["half", "float32", "float16", "bfloat16"],
-                        help="half: this device's 16-bit type, float16 on a GPU, bfloat16 on a CPU (default)")
+    parser.add_argument("--dtype", default="recipe", choices=["recipe", "half", "float32", "float16", "bfloat16"],
+                        help="recipe (default): float16 on a GPU, bfloat16 on a CPU that computes it natively, else "
+                             "float32; half: the device's 16-bit type even where it is emulated")
     parser.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS), help="default dpm++")
     parser.add_argument("--steps", type=int, default=20, help="inference steps (default 20)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
@@ -283,7 +285,7 @@ def generate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from .device import half_dtype, pick_device
+    from .device import as_dtype, pick_device
     from .pipelines import load_pipeline, resolve_model
 
     state = PartialState(cpu=pick_device().type == "cpu")
@@ -292,7 +294,7 @@ def generate(args: argparse.Namespace) -> int:
     out = args.out
     earlier = check_out_dir(out)
     device = state.device
-    dtype = half_dtype(device) if args.dtype == "half" else getattr(torch, args.dtype)
+    dtype = as_dtype(args.dtype, device)
     spec, _ = resolve_model(args.model, device)
     known = {"model": spec, "dtype": str(dtype).removeprefix("torch."), "scheduler": args.scheduler,
              "steps": args.steps, "guidance": args.guidance, "seed": args.seed}

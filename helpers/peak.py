@@ -1,9 +1,6 @@
-"""This machine's limit, measured: matrix-multiply throughput at UNet-like sizes, and the CPU's instruction sets."""
+"""This machine's limit, measured: matrix-multiply throughput at UNet-like sizes (the CPU's name and ISA: device.py)."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import torch
 
@@ -12,44 +9,6 @@ from .device import half_dtype
 # (tokens, in features, out features) of linear layers in SD 1.5's UNet at 64x64 latents, batch 2 (guidance):
 # the first level's attention projections and feed-forward, and the second level's projections.
 UNET_GEMMS = ((8192, 320, 320), (8192, 320, 1280), (8192, 1280, 320), (2048, 640, 640))
-
-# /proc/cpuinfo flags that decide how fast a CPU multiplies bfloat16 and float32 matrices, and their names.
-ISA_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}
-
-
-def _cpuinfo() -> str:
-    """The text of /proc/cpuinfo, or '' where there is none (not Linux)."""
-    path = Path("/proc/cpuinfo")
-    if not sys.platform.startswith("linux") or not path.exists():
-        return ""
-    return path.read_text(errors="replace")
-
-
-def cpu_model() -> str:
-    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Platinum 8480+', or 'unknown'."""
-    import platform
-
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
-
-
-def cpu_isa() -> dict[str, bool] | None:
-    """Which of AMX, AVX-512 BF16 and AVX-512 the CPU has (from /proc/cpuinfo); None where that is unknown."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return {name: flag in flags for flag, name in ISA_FLAGS.items()}
-    return None
-
-
-def isa_line() -> str:
-    """The instruction sets as one line, e.g. 'AMX yes, AVX-512 BF16 yes, AVX-512 yes', or 'unknown'."""
-    isa = cpu_isa()
-    if isa is None:
-        return "unknown"
-    return ", ".join(f"{name} {'yes' if has else 'no'}" for name, has in isa.items())
 
 
 def gemm_tflops(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, seconds: float = 0.25) -> float:

@@ -15,7 +15,7 @@ from .errors import TutorialError
 GUIDE_T4 = {
     "float32, PNDM 50 steps": 30.0,
     "half precision, PNDM 50 steps": 11.0,
-    "half precision, DPM-Solver++ 20 steps": 4.0,
+    "recipe precision, DPM-Solver++ 20 steps": 4.0,  # the recipe on a T4 is float16, as the guide
 }
 GUIDE_T4_BATCH8_SLICED = 3.5  # seconds per image, batch of 8 with attention slicing (the guide)
 REFERENCE_SOURCE = "guide, T4"

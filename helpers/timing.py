@@ -29,6 +29,7 @@ class Timing:
     times: list[float]
     value: Any = field(default=None, repr=False)
     label: str = ""
+    how: str = ""  # how an estimated time was made (``time_from_steps``); empty when measured
 
     @property
     def median(self) -> float:
@@ -44,6 +45,8 @@ class Timing:
 
     def __str__(self) -> str:
         head = f"{self.label}: " if self.label else ""
+        if self.how:
+            return f"{head}{self.median:.3f} s ({self.how})"
         if len(self.times) == 1:
             return f"{head}{self.median:.3f} s (1 run)"
         return f"{head}{self.median:.3f} s (median of {len(self.times)}; min {self.min:.3f}, max {self.max:.3f})"
@@ -78,6 +81,25 @@ def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, label: str
             value = fn()
             times.append(_clock() - start)
     return Timing(times, value, label)
+
+
+def time_from_steps(generate: Callable[[int], Any], steps: int, few: tuple[int, int] = (2, 4),
+                    label: str = "") -> Timing:
+    """Estimate ``generate(steps)``'s seconds from one call at each of ``few`` step counts (01, step 3).
+
+    For a setting too slow to run in full, such as emulated half precision: the two calls give the cost of one
+    step and the fixed cost (text encoder, VAE decode), and the estimate is fixed + ``steps`` x per step.
+    ``value`` is what the longer call returned.
+    """
+    short, long = sorted(few)
+    if not 1 <= short < long:
+        raise ValueError(f"Need two different step counts of at least 1, got {few}.")
+    first = time_it(lambda: generate(short), repeats=1, warmup=0)
+    second = time_it(lambda: generate(long), repeats=1, warmup=0)
+    per_step = max(second.median - first.median, 0.0) / (long - short)
+    fixed = max(first.median - short * per_step, 0.0)
+    return Timing([fixed + steps * per_step], second.value, label,
+                  how=f"estimated for {steps} steps from runs of {short} and {long}")
 
 
 class Timer:

@@ -40,8 +40,9 @@ def test_a_rung_after_a_rejected_one_builds_on_the_best_settings():
     # Half precision rejected: DPM-Solver++ runs in float32.
     rung = bench.build_on(base, dpm, half)
     assert (rung.half, rung.solver, rung.steps) == (False, "dpm", 20)
-    # --rungs 1,3: the rung brings everything the plan adds between the two.
-    assert bench.build_on(base, dpm, base) == dpm
+    # --rungs 1,3: the rung brings only its own change, so DPM-Solver++ runs in float32.
+    rung = bench.build_on(base, dpm, half)
+    assert (rung.half, rung.solver) == (False, "dpm")
 
 
 def test_a_rung_is_kept_unless_slower_than_the_best_so_far():
@@ -61,7 +62,7 @@ class FakeBench:
         self.applied.append(rung)
         self.state = rung
 
-    def measure(self, rung, direct_limit):
+    def measure(self, rung, direct_limit, best_e2e=None):
         e2e = self.seconds.get(rung.name, 1.0)
         return {"rung": rung.name, "kind": "exact" if rung.exact else "approximate", "dtype": "float32",
                 "unet s/step": 0.1, "vae decode s": 0.1, "e2e s": e2e, "e2e how": "measured", "unet TFLOP/s": 0.5,
@@ -89,6 +90,34 @@ def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
     assert not approx.exact and approx.compiled and not approx.pad_heads and approx.steps == 1
     assert rows[0]["unet % peak"] == pytest.approx(50.0)
     assert rows[-1]["max diff"] == 0.0
+
+
+def test_a_rung_left_out_of_the_plan_adds_nothing():
+    """--rungs 1,3-4 on a CPU without native bfloat16: the float32 ladder, never half precision."""
+    whole = bench.ladder(steps=2, baseline_steps=3)
+    base, half, dpm, layout = whole[:4]
+    fake = FakeBench({})
+    args = argparse.Namespace(approx=False, approx_steps=1, budget=1e9, direct_limit=1e9)
+    bench.climb(fake, [base, dpm, layout], args, time.perf_counter(), {}, whole)
+    assert [r.half for r in fake.applied] == [False, False, False]
+    assert fake.applied[1].solver == "dpm" and fake.applied[2].channels_last
+    fake = FakeBench({})
+    bench.climb(fake, [dpm, layout], args, time.perf_counter(), {}, whole)  # no baseline: from its settings
+    assert [r.half for r in fake.applied] == [False, False]
+
+
+def test_a_hopeless_rung_is_timed_by_one_unet_call_and_not_kept(monkeypatch):
+    """Emulated half precision: one UNet call, times the steps, already exceeds twice the best; no decode."""
+    b = bench.Bench("tiny", torch.device("cpu"), None, None, repeats=1)
+    rung = bench.ladder(steps=2, baseline_steps=3)[1]
+    b.apply(rung)
+    decoded = []
+    b.pipe.vae.decoder.register_forward_pre_hook(lambda *a: decoded.append(1))
+    row = b.measure(rung, direct_limit=1e9, best_e2e=1e-9)
+    assert row["e2e how"] == "at least" and not decoded
+    assert row["e2e s"] == pytest.approx(3 * row["unet s/step"]) and row["dtype"] == "bfloat16"
+    row = b.measure(rung, direct_limit=0, best_e2e=1e9)  # fast enough: timed as usual
+    assert row["e2e how"] == "estimated" and decoded
 
 
 def test_bench_calls_the_unet_and_decoder_as_the_pipeline_does():
@@ -143,7 +172,7 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
         assert column in df.columns
     # Core-seconds per image mean something on a CPU only: the bench writes them there and nowhere else.
     assert ("core-s/image" in df.columns) == (bench.pick_device().type == "cpu")
-    assert set(df["e2e how"]) <= {"measured", "estimated"}
+    assert set(df["e2e how"]) <= {"measured", "estimated", "at least"}  # at least: emulated bfloat16
     assert df["speedup"].iloc[0] == 1.0
     assert df["kept"].iloc[0] == "yes" and set(df["kept"].iloc[:-1]) <= {"yes", "no"} and df["kept"].iloc[-1] == "-"
     assert df["unet % peak"].notna().all() and (df["unet % peak"] >= 0).all()  # tiny is far below the peak

@@ -1,7 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from helpers import as_dtype, device_name, half_dtype, make_generators, pick_device, synchronize
+from helpers import device as device_module
+from helpers.device import cpu_has_fast_bf16, recipe_dtype, recipe_dtype_reason
 
 
 def test_pick_device_is_available():
@@ -9,6 +15,73 @@ def test_pick_device_is_available():
     assert device.type in {"cuda", "mps", "cpu"}
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert device.type == "cpu"
+
+
+AMX_CPU = "model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n"
+AVX512_BF16_CPU = "model name\t: EPYC 9004\nflags\t\t: avx2 avx512f avx512_bf16\n"
+AVX512_CPU = "model name\t: Xeon Skylake\nflags\t\t: avx2 avx512f\n"
+AVX2_CPU = "model name\t: EPYC 7003\nflags\t\t: avx2 fma f16c\n"
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """Make the device module see another x86 CPU: its /proc/cpuinfo, oneDNN's answer and ATen's capability."""
+
+    def fake(cpuinfo: str, onednn: bool = True, capability: str = "AVX512") -> None:
+        monkeypatch.setattr(device_module, "_cpuinfo", lambda: cpuinfo)
+        monkeypatch.setattr(device_module, "_onednn_has_bf16", lambda: onednn)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
+
+    return fake
+
+
+@pytest.mark.parametrize(("cpuinfo", "onednn", "capability", "fast"), [
+    (AMX_CPU, True, "AVX512", True),
+    (AVX512_BF16_CPU, True, "AVX512", True),
+    (AVX512_CPU, True, "AVX512", False),  # oneDNN runs bfloat16 on AVX-512 without BF16, but emulates it
+    (AVX2_CPU, False, "AVX2", False),
+    (AMX_CPU, False, "AVX512", False),  # ONEDNN_MAX_CPU_ISA=AVX2 on an AMX machine
+    (AMX_CPU, True, "AVX2", False),  # ATEN_CPU_CAPABILITY=avx2 on an AMX machine
+    ("", True, "AVX512", True),  # no /proc/cpuinfo to read: oneDNN's answer stands
+])
+def test_fast_bfloat16_needs_amx_or_avx512_bf16_uncapped(fake_cpu, cpuinfo, onednn, capability, fast):
+    fake_cpu(cpuinfo, onednn, capability)
+    assert cpu_has_fast_bf16() is fast
+
+
+@pytest.mark.parametrize(("kind", "cpuinfo", "onednn", "capability", "expected"), [
+    ("cuda", AVX2_CPU, False, "AVX2", torch.float16),
+    ("mps", "", False, "DEFAULT", torch.float16),
+    ("cpu", AMX_CPU, True, "AVX512", torch.bfloat16),
+    ("cpu", AVX512_BF16_CPU, True, "AVX512", torch.bfloat16),
+    ("cpu", AVX512_CPU, True, "AVX512", torch.float32),
+    ("cpu", AVX2_CPU, False, "AVX2", torch.float32),
+    ("cpu", AMX_CPU, False, "AVX512", torch.float32),
+])
+def test_the_recipe_dtype_per_device_and_cpu_kind(fake_cpu, simulate_device, kind, cpuinfo, onednn, capability,
+                                                  expected):
+    fake_cpu(cpuinfo, onednn, capability)
+    simulate_device(kind)
+    assert recipe_dtype() is expected and recipe_dtype(kind) is expected
+    assert as_dtype("recipe", kind) is expected
+    assert recipe_dtype_reason(kind).startswith(str(expected).removeprefix("torch.") + ": ")
+
+
+def test_the_reason_names_a_cap_or_a_missing_instruction_set(fake_cpu):
+    fake_cpu(AVX2_CPU, onednn=False, capability="AVX2")
+    assert "no native bfloat16" in recipe_dtype_reason("cpu")
+    fake_cpu(AMX_CPU, onednn=False)
+    assert "capped off" in recipe_dtype_reason("cpu")
+
+
+def test_an_isa_cap_in_the_environment_turns_bfloat16_off():
+    """The caps work for real on this machine, in a fresh process (they are read when torch starts)."""
+    code = "from helpers.device import cpu_has_fast_bf16 as f; print(f())"
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    for cap in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        out = subprocess.run([sys.executable, "-c", code], env=env | cap, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", cap
 
 
 def test_half_dtype_per_device():

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from helpers import generate
+from helpers.device import recipe_dtype
 from helpers.errors import TutorialError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,11 +118,22 @@ def test_one_process_writes_every_picture_and_the_index(single):
     assert {r["rank"] for r in rows} == {"0"} and {r["processes"] for r in rows} == {"1"}
     assert rows[3]["prompt"] == "a green triangle"
     assert all(float(r["seconds"]) > 0 for r in rows)
-    assert f"model={MODEL[0]} dtype=bfloat16 scheduler=dpm++ steps=2 guidance=7.5 seed=0 batch=2" in rows[0]["settings"]
+    dtype = str(recipe_dtype("cpu")).removeprefix("torch.")  # the default follows the recipe's policy
+    assert f"model={MODEL[0]} dtype={dtype} scheduler=dpm++ steps=2 guidance=7.5 seed=0 batch=2" in rows[0]["settings"]
     with Image.open(single / "00004.png") as image:
         assert image.size == (64, 64)
         assert image.text["prompt"] == "an old warrior chief" and image.text["seed"] == "4"
     assert not list(single.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("native", "expected"), [(False, "float32"), (True, "bfloat16")])
+def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, native, expected):
+    """A CPU that would emulate bfloat16 generates in float32 by default; one with AMX or AVX-512 BF16 in bfloat16."""
+    monkeypatch.setattr("helpers.device.cpu_has_fast_bf16", lambda: native)
+    (tmp_path / "one.txt").write_text("a red circle\n")
+    assert generate.parse_args([str(tmp_path / "one.txt"), "--out", "x"]).dtype == "recipe"
+    assert run_here(tmp_path / "one.txt", tmp_path / "out", "--steps", "1") == 0
+    assert f"dtype={expected} " in index(tmp_path / "out")[0]["settings"]
 
 
 def test_two_processes_make_the_same_files(single, prompts, tmp_path):

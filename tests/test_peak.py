@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from helpers import peak
+from helpers import device, peak
 
 
 def test_the_probe_gives_a_positive_finite_peak_per_dtype():
@@ -21,12 +21,12 @@ def test_percent_of_peak_is_looked_up_by_the_rung_dtype():
 
 
 def test_the_cpu_is_described_with_its_instruction_sets(monkeypatch):
-    assert peak.cpu_model()
+    assert device.cpu_model()
     if sys.platform.startswith("linux"):
-        assert set(peak.cpu_isa()) == {"AMX", "AVX-512 BF16", "AVX-512"}
+        assert set(device.cpu_isa()) == {"AMX", "AVX-512 BF16", "AVX-512"}
     fake = "model name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
-    monkeypatch.setattr(peak, "_cpuinfo", lambda: fake)
-    assert peak.cpu_model() == "Example CPU 9000"
-    assert peak.isa_line() == "AMX no, AVX-512 BF16 yes, AVX-512 yes"
-    monkeypatch.setattr(peak, "_cpuinfo", lambda: "")  # not Linux: nothing to read
-    assert peak.cpu_isa() is None and peak.isa_line() == "unknown"
+    monkeypatch.setattr(device, "_cpuinfo", lambda: fake)
+    assert device.cpu_model() == "Example CPU 9000"
+    assert device.isa_line() == "AMX no, AVX-512 BF16 yes, AVX-512 yes"
+    monkeypatch.setattr(device, "_cpuinfo", lambda: "")  # not Linux: nothing to read
+    assert device.cpu_isa() is None and device.isa_line() == "unknown"

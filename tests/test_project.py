@@ -63,7 +63,8 @@ def test_info_command_prints_one_screen():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) < 25
-    for key in ("device", "half dtype", "default model", "torch", "diffusers", "transformers", "hub reachable"):
+    for key in ("device", "cpu", "recipe dtype", "default model", "torch", "diffusers", "transformers",
+                "hub reachable"):
         assert any(line.startswith(key) for line in lines), key
     assert "HF_HUB_OFFLINE" in proc.stdout
 
@@ -126,7 +127,8 @@ def test_lessons_are_checked_with_the_judge(path):
     """Each notebook's checked cells judge its pictures, not only their dtype or count."""
     cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     checked = "\n".join(c for c in cells if c.startswith("# NBVAL_CHECK_OUTPUT"))
-    wanted = {"01_speed.ipynb": ("shows_prompt(", "same_layout("),
-              "02_memory.ipynb": ("shows_prompt(", "same_pictures(")}
-    for call in wanted[path.name]:
-        assert call in checked
+    wanted = {"01_speed.ipynb": {"shown": "shows_prompt(", "layout": "same_layout("},
+              "02_memory.ipynb": {"shown": "shows_prompt(", "same": "same_pictures("}}
+    for name, call in wanted[path.name].items():
+        assert any(f"{name} = {call}" in c for c in cells), f"{name} = {call}...)"
+        assert f"{name}.passed" in checked, f"a checked cell prints {name}.passed"

@@ -10,14 +10,14 @@ def ladder(reference=None):
     results = Results(reference=reference)
     results.add("float32, PNDM 50 steps", 8.0)
     results.add("half precision, PNDM 50 steps", 4.0)
-    results.add("half precision, DPM-Solver++ 20 steps", 1.6, steps=20)
+    results.add("recipe precision, DPM-Solver++ 20 steps", 1.6, steps=20)
     return results
 
 
 def test_frame_has_speedup_over_the_first_row():
     df = ladder().frame()
     assert list(df["speedup"]) == [1.0, 2.0, 5.0]
-    assert df.loc["half precision, DPM-Solver++ 20 steps", "steps"] == 20
+    assert df.loc["recipe precision, DPM-Solver++ 20 steps", "steps"] == 20
 
 
 def test_reference_figures_stay_in_their_own_columns():
@@ -48,7 +48,7 @@ def test_describe_reads_the_table():
     text = ladder(GUIDE_T4).describe().splitlines()
     assert text == ["half precision, PNDM 50 steps: 2.0x faster than float32, PNDM 50 steps here "
                     "(the reference: 2.7x).",
-                    "half precision, DPM-Solver++ 20 steps: 5.0x faster than float32, PNDM 50 steps here "
+                    "recipe precision, DPM-Solver++ 20 steps: 5.0x faster than float32, PNDM 50 steps here "
                     "(the reference: 7.5x)."]
     slower = Results()
     slower.add("a", 1.0)

@@ -59,3 +59,21 @@ def test_time_it_and_timer_synchronise_the_device(kind, simulate_device, monkeyp
     with Timer():
         pass
     assert len(syncs) == 8
+
+
+def test_an_estimate_from_two_step_counts_splits_fixed_and_per_step_costs():
+    from helpers.timing import time_from_steps
+
+    calls = []
+
+    def generate(steps):  # 0.01 s fixed + 0.005 s per step
+        calls.append(steps)
+        time.sleep(0.01 + 0.005 * steps)
+        return f"picture after {steps}"
+
+    estimate = time_from_steps(generate, steps=50, few=(2, 6), label="slow")
+    assert calls == [2, 6] and estimate.value == "picture after 6"
+    assert 0.2 < estimate.median < 0.45  # 0.01 + 50 x 0.005 = 0.26 s
+    assert str(estimate).startswith("slow: ") and "estimated for 50 steps from runs of 2 and 6" in str(estimate)
+    with pytest.raises(ValueError, match="two different step counts"):
+        time_from_steps(generate, 50, few=(3, 3))
