@@ -36,7 +36,8 @@ test: setup
 bench: setup
 	$(PY) -m helpers.bench $(BENCH_ARGS)
 
-# Retrain the shapes model from scratch into build/shapes (never over models/ unless SHAPES_OUT=models SHIP=--ship).
+# Retrain the shapes model from scratch into build/shapes (never over the shipped helpers/shapes/weights unless
+# SHAPES_OUT=helpers/shapes/weights SHIP=--ship).
 SHAPES_OUT ?= build/shapes
 SHIP ?=
 shapes: setup

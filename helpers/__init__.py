@@ -1,44 +1,39 @@
-"""Small helpers for the efficient-diffusion notebooks. Importing this package has no side effects."""
+"""The helpers the notebooks import: exactly these names, each tagged with the notebooks that use it.
 
-from .device import (
-    MPS_MAX_BATCH,
-    as_dtype,
-    cap_batch,
-    cpu_has_fast_bf16,
-    device_name,
-    half_dtype,
-    make_generators,
-    pick_device,
-    recipe_dtype,
-    recipe_dtype_reason,
-    synchronize,
-)
-from .errors import TutorialError
-from .images import captioned_grid, check_images, image_problems, make_image_grid
-from .memory import GiB, MiB, catch_out_of_memory, find_max_batch, flush, is_out_of_memory, measure, peak_memory
-from .pipelines import (
-    FINE_TUNED_VAE,
-    PRESET_NAMES,
-    PROMPT,
-    REAL_MODEL,
-    default_model,
-    get_inputs,
-    hide_torchvision_notice,
-    load_pipeline,
-    load_vae,
-    model_name,
-    resolve_model,
-)
-from .report import GUIDE_T4, GUIDE_T4_BATCH8_SLICED, Results
-from .timing import Timer, Timing, time_it
+They do the chores (choosing a model and a dtype for this device, timing, measuring memory, checking and drawing
+pictures, tables); the notebooks spell out diffusers' and PyTorch's own calls. The command-line tools live apart:
+``python -m helpers.bench`` (helpers/bench/), ``python -m helpers.generate`` (helpers/generate/),
+``python -m helpers.shapes train|eval`` (helpers/shapes/, with the shipped weights) and ``python -m helpers info``.
+
+Importing has one side effect: transformers' notice that torchvision is missing, printed when diffusers' pipelines
+are imported, is hidden (``models.hide_torchvision_notice``); every other warning still shows.
+"""
+
+from .bench.figures import read_bench  # 01
+from .checks import judge_table, judged_check, same_layout, same_pictures, shows_prompt  # 01 02 03
+from .compare import pixel_difference  # 04
+from .device import cap_batch, device_name, half_dtype, pick_device, recipe_dtype, recipe_dtype_reason  # 01-04
+from .effects import quantized_linears  # 04
+from .explorer import Explorer, ExplorerPanel  # 04
+from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
+from .images import captioned_grid, check_images, make_image_grid  # 01-04
+from .memory import GiB, MiB, catch_out_of_memory, find_max_batch, flush, time_and_memory  # 01 02 04
+from .models import choose_model, choose_vae, hide_torchvision_notice, model_kind  # 01-04
+from .prompts import for_model  # 01-04
+from .report import GUIDE_T4, GUIDE_T4_BATCH8_SLICED, Results  # 01 02
+from .shapes import BACKGROUNDS, COLOURS, analyse, judge  # 03
+from .shapes.evaluate import adherence, held_out_pictures, judge_prompts, prompt_grid  # 03 04
+from .stepcache import apply_deep_cache, remove_deep_cache  # 04
+from .timing import time_from_steps, time_it  # 01 03 04
+
+hide_torchvision_notice()
 
 __all__ = [
-    "FINE_TUNED_VAE", "GiB", "GUIDE_T4", "MiB", "measure", "GUIDE_T4_BATCH8_SLICED", "PRESET_NAMES", "PROMPT",
-    "REAL_MODEL",
-    "Results", "Timer", "Timing", "TutorialError", "as_dtype", "captioned_grid", "check_images",
-    "cpu_has_fast_bf16", "default_model", "device_name", "get_inputs", "find_max_batch", "flush", "half_dtype",
-    "image_problems", "is_out_of_memory", "load_pipeline", "load_vae", "make_generators",
-    "make_image_grid", "model_name", "peak_memory", "pick_device", "recipe_dtype",
-    "recipe_dtype_reason", "resolve_model", "synchronize", "time_it",
-    "MPS_MAX_BATCH", "cap_batch", "catch_out_of_memory", "hide_torchvision_notice",
+    "BACKGROUNDS", "COLOURS", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "Explorer", "ExplorerPanel", "GiB", "MiB",
+    "Results", "adherence", "analyse", "apply_deep_cache", "cap_batch", "captioned_grid", "catch_out_of_memory",
+    "cheapest_within", "check_images", "choose_model", "choose_vae", "device_name", "find_max_batch", "flush",
+    "for_model", "frontier_chart", "half_dtype", "held_out_pictures", "judge", "judge_prompts", "judge_table",
+    "judged_check", "make_image_grid", "model_kind", "pareto_front", "pick_device", "pixel_difference",
+    "prompt_grid", "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remove_deep_cache",
+    "same_layout", "same_pictures", "shows_prompt", "time_and_memory", "time_from_steps", "time_it",
 ]

@@ -8,32 +8,6 @@ import platform
 import sys
 
 
-def hub_reachable(timeout: float = 3.0) -> str:
-    """Whether the Hugging Face Hub answers within ``timeout`` seconds (respects HF_ENDPOINT and HF_HUB_OFFLINE)."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "no (HF_HUB_OFFLINE is set)"
-    url = f"{constants.ENDPOINT}/api/models/{_real_model()}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return f"yes ({constants.ENDPOINT}, HTTP {response.status})"
-    except urllib.error.HTTPError as err:
-        return f"answers, but HTTP {err.code} ({constants.ENDPOINT})"
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        return f"no ({constants.ENDPOINT}: {reason})"
-
-
-def _real_model() -> str:
-    from .pipelines import REAL_MODEL
-
-    return REAL_MODEL
-
-
 def info() -> str:
     """The report: device, dtype, default model and why, library versions, hub reachability."""
     import diffusers
@@ -42,7 +16,7 @@ def info() -> str:
 
     from .device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
     from .errors import TutorialError
-    from .pipelines import resolve_model
+    from .models import hub_reachable, resolve_model
 
     device = pick_device()
     try:

@@ -10,19 +10,17 @@ checked cell prints ``check.passed``, the same on every machine and model; the d
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from . import compare
-from .choice import family
 from .images import check_images
-from .shapes import BACKGROUNDS, COLOURS, SHAPES, analyse
+from .models import model_kind
+from .shapes import COLOURS, SHAPES, analyse, parse_prompt
 
 NOT_JUDGED = "not judged: the judge reads only the shapes model's pictures"
-_PROMPT = re.compile(rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})(?: on a ({'|'.join(BACKGROUNDS)}) background)?$")
 
 
 @dataclass(frozen=True)
@@ -41,19 +39,18 @@ class Check:
 
 def judged_check(passed: bool, detail: str, model_id: str) -> Check:
     """A check that only the judge can make: as given on `shapes`, passed and marked not judged elsewhere."""
-    if family(model_id) != "shapes":
+    if model_kind(model_id) != "shapes":
         return Check(True, NOT_JUDGED, judged=False)
     return Check(bool(passed), detail)
 
 
 def asks(prompt: str) -> dict:
     """What a `shapes` prompt asks for: colour, shape, and background (None when the prompt names none)."""
-    match = _PROMPT.match(prompt.strip().lower())
-    if not match:
+    wanted = parse_prompt(prompt)
+    if wanted is None:
         raise ValueError(f"{prompt!r} is not a shapes prompt: write 'a red circle' or 'a red circle on a black "
                          f"background' with a colour from {', '.join(COLOURS)} and a shape from {', '.join(SHAPES)}.")
-    colour, shape, background = match.groups()
-    return {"colour": colour, "shape": shape, "background": background}
+    return wanted
 
 
 def _labelled(images, labels) -> tuple[list, list[str]]:
@@ -102,7 +99,7 @@ def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Se
     """
     images, labels = _labelled(images, labels)
     basics = check_images(images)
-    if family(model_id) != "shapes":
+    if model_kind(model_id) != "shapes":
         return Check(True, f"{basics}; {NOT_JUDGED}", judged=False)
     table = judge_table(images, prompts, labels)
     n, bad = len(table), table[~table.ok]
@@ -122,7 +119,7 @@ def same_layout(images, model_id: str, tolerance: float = 3.0, labels: Sequence[
     """
     images, labels = _labelled(images, labels)
     basics = check_images(images)
-    if family(model_id) != "shapes":
+    if model_kind(model_id) != "shapes":
         return Check(True, f"{basics}; {NOT_JUDGED}", judged=False)
     seen = [analyse(image) for image in images]
     first = seen[0]

@@ -1,4 +1,4 @@
-"""How far pictures are from a baseline's, in levels of 255; and which Linear layers hold quantized weights."""
+"""How far pictures are from a baseline's, in levels of 255."""
 
 from __future__ import annotations
 
@@ -44,21 +44,3 @@ def pixel_difference(images, baseline) -> PixelDifference:
         raise ValueError(f"Cannot compare pictures of shape {a.shape} with {b.shape}: use the same batch and size.")
     diff = np.abs(a - b)
     return PixelDifference(float(diff.max()), float(diff.mean()))
-
-
-def quantized_linears(module: torch.nn.Module) -> tuple[int, int]:
-    """(quantized Linear layers, all Linear layers) in ``module``.
-
-    Quantized: PyTorch's dynamic int8 ``Linear`` (from ``torch.ao.quantization.quantize_dynamic``), or an
-    ``nn.Linear`` whose weight is a quantized tensor subclass (torchao's ``quantize_``).
-    """
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-
-    plain = (torch.Tensor, torch.nn.Parameter)
-    quantized = total = 0
-    for m in module.modules():
-        if isinstance(m, DynamicInt8Linear):
-            quantized, total = quantized + 1, total + 1
-        elif isinstance(m, torch.nn.Linear):
-            quantized, total = quantized + (type(m.weight) not in plain), total + 1
-    return quantized, total

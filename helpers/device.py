@@ -144,13 +144,6 @@ def as_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None 
     return names[dtype]
 
 
-def make_generators(n: int = 1, seed: int = 0) -> list[torch.Generator]:
-    """One CPU generator per image, seeded seed, seed+1, ... (a CPU seed gives the same image on any device)."""
-    if n < 1:
-        raise ValueError(f"Need at least one generator, got n={n}.")
-    return [torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]
-
-
 def synchronize(device: str | torch.device | None = None) -> None:
     """Wait until the device has finished its queued work (a no-op on the CPU)."""
     device = torch.device(device) if device is not None else pick_device()

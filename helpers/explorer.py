@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -30,19 +30,16 @@ class Generation:
 
 
 def verdict(prompt: str, image) -> str:
-    """What the `shapes` judge sees in ``image``, and whether it matches the colour and shape that ``prompt`` names."""
-    from .shapes import COLOURS, SHAPES, judge
+    """What the `shapes` judge sees in ``image``, and whether it matches the colour, shape and background asked."""
+    from .shapes import judge, parse_prompt
 
-    colour, shape, background = judge(image)
-    words = prompt.lower().replace(",", " ").split()
-    asked_colour = next((c for c in COLOURS if c in words), None)
-    asked_shape = next((s for s in SHAPES if s in words), None)
-    seen = f"a {colour} {shape} on a {background} background"
-    if asked_colour is None or asked_shape is None:
-        return f"sees {seen} (the prompt names no colour and shape of this world to compare with)"
-    ok = [what for what, good in (("colour", colour == asked_colour), ("shape", shape == asked_shape)) if good]
-    wrong = [what for what in ("colour", "shape") if what not in ok]
-    return f"sees {seen}: " + ("matches the prompt" if not wrong else f"wrong {' and '.join(wrong)}")
+    seen = dict(zip(("colour", "shape", "background"), judge(image), strict=True))
+    said = f"sees a {seen['colour']} {seen['shape']} on a {seen['background']} background"
+    asked = parse_prompt(prompt)
+    if asked is None:
+        return f"{said} (the prompt is not one of this world's captions, such as 'a red circle', to compare with)"
+    wrong = [what for what, value in asked.items() if value is not None and seen[what] != value]
+    return f"{said}: " + ("matches the prompt" if not wrong else f"wrong {' and '.join(wrong)}")
 
 
 class Explorer:
@@ -56,17 +53,18 @@ class Explorer:
 
     def precisions(self) -> list[str]:
         """The precisions on offer: float32 and this device's 16-bit type (bfloat16 on a CPU, float16 elsewhere)."""
-        from .device import half_dtype
+        from .device import as_dtype
 
-        half = half_dtype(self.base.device)
-        return [name for name, dtype in DTYPES.items() if dtype in (torch.float32, half)]
+        return [name for name in PRECISIONS if as_dtype(name) in (torch.float32, as_dtype("half", self.base.device))]
 
     def _pipeline(self, precision: str, scheduler: str):
-        if precision not in DTYPES:
-            raise ValueError(f"Unknown precision {precision!r}: use one of {', '.join(DTYPES)}.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
         if scheduler not in self.schedulers:
             raise ValueError(f"Unknown scheduler {scheduler!r}: use one of {', '.join(sorted(self.schedulers))}.")
-        dtype = DTYPES[precision]
+        from .device import as_dtype
+
+        dtype = as_dtype(precision)
         if dtype not in self._copies:  # a copy, so the notebook's own pipeline keeps its precision
             self._copies[dtype] = copy.deepcopy(self.base).to(dtype=dtype)
         pipe = self._copies[dtype]

@@ -117,7 +117,7 @@ class peak_memory:
             self.result.peak = self._sampler.stop()
 
 
-def measure(fn: Callable[[], object], device: str | torch.device | None = None, repeats: int = 1,
+def time_and_memory(fn: Callable[[], object], device: str | torch.device | None = None, repeats: int = 1,
             warmup: int = 0, label: str = "", pipe=None) -> tuple[Timing, MemoryPeak]:
     """Time ``fn`` like ``time_it`` and record the peak memory of the timed runs (warm-up runs come first)."""
     for _ in range(warmup):

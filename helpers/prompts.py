@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .choice import family
+from .models import model_kind
 from .shapes.world import WORDS
 
 GUIDE_PROMPT = "portrait photo of a old warrior chief"
@@ -40,7 +40,7 @@ def for_model(text: str, model_id: str) -> str:
     For `shapes`, text already in its words ('a blue square on a gray background') passes through; any other
     leftover word raises a KeyError that names it.
     """
-    if family(model_id) != "shapes":
+    if model_kind(model_id) != "shapes":
         return text
     mapped = text
     for phrase in sorted(SHAPES_PHRASES, key=len, reverse=True):  # longest first: no phrase eats part of another

@@ -100,15 +100,3 @@ def time_from_steps(generate: Callable[[int], Any], steps: int, few: tuple[int, 
     fixed = max(first.median - short * per_step, 0.0)
     return Timing([fixed + steps * per_step], second.value, label,
                   how=f"estimated for {steps} steps from runs of {short} and {long}")
-
-
-class Timer:
-    """A stopwatch for a block: ``with Timer() as t: ...`` then ``t.seconds`` (device synchronised)."""
-
-    def __enter__(self) -> Timer:
-        self.seconds = None
-        self._start = _clock()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = _clock() - self._start

@@ -1,7 +1,8 @@
 """Check, for a `shapes` checkpoint, every seed-dependent fact that notebooks 01-03 assert, in float32, bfloat16 and
 float16 on the CPU (a GPU runs the notebooks in float16; a CPU in bfloat16). Run it after retraining, before shipping.
 
-Usage: python scripts/check_shapes_seeds.py [FOLDER]   (FOLDER holds shapes/ and shapes-vae-ft/; default models)
+Usage: python scripts/check_shapes_seeds.py [FOLDER]   (FOLDER holds shapes/ and shapes-vae-ft/; default: the shipped
+helpers/shapes/weights)
 Prints one line per fact and precision, and exits 1 when any fact fails. About 35 s on 2 idle CPU cores.
 The prompts come from helpers/prompts.py, as the notebooks get them; the seeds and tolerances are the notebooks'.
 """
@@ -17,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.choice import shapes_folder
-from helpers.pipelines import hide_torchvision_notice, quiet_logs
+from helpers.models import WEIGHTS, hide_torchvision_notice, quiet_logs
 from helpers.prompts import AGE_COLOURS, GUIDE_AGES, GUIDE_DETAILS, GUIDE_PROMPT, GUIDE_STYLE, NEGATIVE, for_model
 from helpers.shapes import BACKGROUNDS
 from helpers.shapes.judge import analyse
 
 # The notebooks' prompts, through for_model as the notebooks pass them (any shapes folder gets the same words).
-SHAPES = str(shapes_folder())
+SHAPES = str(WEIGHTS / "shapes")
 PROMPT = for_model(GUIDE_PROMPT, SHAPES)  # 01, 02 and 03's short prompt
 DETAILED = for_model(GUIDE_PROMPT + GUIDE_DETAILS + GUIDE_STYLE, SHAPES)  # 03: names a background
 UNWANTED = for_model(NEGATIVE, SHAPES)  # 03's negative prompt
@@ -97,12 +97,13 @@ def facts(folder: Path, dtype: torch.dtype):
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/check_shapes_seeds.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", nargs="?", default="models", help="holds shapes/ and shapes-vae-ft/ (models)")
+    parser.add_argument("folder", nargs="?", default=str(WEIGHTS),
+                        help="holds shapes/ and shapes-vae-ft/ (default: the shipped helpers/shapes/weights)")
     folder = Path(parser.parse_args(argv).folder)
     start = time.perf_counter()
     if not (folder / "shapes" / "model_index.json").is_file() or not (folder / "shapes-vae-ft").is_dir():
         print(f"error: {folder} has no shapes/ and shapes-vae-ft/: give the folder `make shapes` wrote "
-              "(build/shapes) or models", file=sys.stderr)
+              "(build/shapes) or helpers/shapes/weights", file=sys.stderr)
         return 2
     hide_torchvision_notice()
     failed = 0

@@ -59,10 +59,8 @@ if [ "$TORCH_AFTER" != "$TORCH_BEFORE" ]; then
 fi
 
 # The notebooks' model: the trained small model if this checkout has it, else the tiny preset.
-if "$PY" -c "from helpers import resolve_model; resolve_model('shapes')" >/dev/null 2>&1; then
+if [ -f helpers/shapes/weights/shapes/model_index.json ]; then
   MODEL=shapes
-elif [ -f models/shapes/model_index.json ]; then
-  MODEL="$ROOT/models/shapes"
 else
   MODEL=tiny
 fi

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such notebook: {', '.join(missing)}")
     if args.out.resolve() == (ROOT / "notebooks").resolve():
         parser.error("--out must not be notebooks/: the tutorial's own files are never overwritten")
-    from helpers import TutorialError, resolve_model
+    from helpers.errors import TutorialError
+    from helpers.models import resolve_model
 
     try:  # a bad TUTORIAL_MODEL: one line now, rather than the same error from every notebook
         resolve_model(None)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from helpers.attention import PaddedAttnProcessor, pad_attention_heads, padded_size
+from helpers.bench.attention import PaddedAttnProcessor, pad_attention_heads, padded_size
 
 
 def test_head_sizes_round_up_to_the_multiple():

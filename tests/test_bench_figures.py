@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from helpers import TutorialError
-from helpers.report import read_bench
+from helpers.bench.figures import read_bench
+from helpers.errors import TutorialError
 
 # Rows as `make bench` writes them to build/bench.json (fabricated numbers, the real keys).
 ROWS = [

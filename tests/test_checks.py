@@ -12,7 +12,7 @@ from helpers.checks import (
     same_pictures,
     shows_prompt,
 )
-from helpers.choice import shapes_folder
+from helpers.models import shapes_folder
 from helpers.shapes import Scene, render
 
 SHAPES_ID = str(shapes_folder())

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.compare import pixel_difference, quantized_linears
+from helpers.compare import pixel_difference
+from helpers.effects import quantized_linears
 
 
 def test_pixel_difference_in_levels_of_255():

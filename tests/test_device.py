@@ -5,9 +5,17 @@ import sys
 import pytest
 import torch
 
-from helpers import as_dtype, device_name, half_dtype, make_generators, pick_device, synchronize
 from helpers import device as device_module
-from helpers.device import cpu_has_fast_bf16, recipe_dtype, recipe_dtype_reason
+from helpers.device import (
+    as_dtype,
+    cpu_has_fast_bf16,
+    device_name,
+    half_dtype,
+    pick_device,
+    recipe_dtype,
+    recipe_dtype_reason,
+    synchronize,
+)
 
 
 def test_pick_device_is_available():
@@ -107,27 +115,13 @@ def test_as_dtype_rejects_unknown_names():
         as_dtype("float8")
 
 
-def test_generators_are_on_cpu_and_seeded_in_order():
-    gens = make_generators(3, seed=5)
-    assert [g.device.type for g in gens] == ["cpu"] * 3
-    assert [g.initial_seed() for g in gens] == [5, 6, 7]
-    draws = [torch.randn(2, generator=g) for g in gens]
-    assert not torch.equal(draws[0], draws[1])
-    assert torch.equal(draws[0], torch.randn(2, generator=torch.Generator().manual_seed(5)))
-
-
-def test_generators_reject_zero():
-    with pytest.raises(ValueError, match="at least one"):
-        make_generators(0)
-
-
 def test_synchronize_and_name_on_cpu():
     synchronize("cpu")  # must be a harmless no-op
     assert device_name("cpu").startswith("CPU (")
 
 
 def test_batches_are_capped_on_mps_only(capsys, simulate_device):
-    from helpers import MPS_MAX_BATCH, cap_batch
+    from helpers.device import MPS_MAX_BATCH, cap_batch
 
     assert cap_batch(8, "cpu") == 8 and cap_batch(8, "cuda") == 8
     assert capsys.readouterr().out == ""

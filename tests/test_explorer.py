@@ -42,7 +42,9 @@ def test_verdict_reads_the_judge():
     assert verdict("a red circle", picture).endswith("matches the prompt")
     assert verdict("a blue circle", picture).endswith("wrong colour")
     assert verdict("a blue square", picture).endswith("wrong colour and shape")
-    assert "names no colour and shape" in verdict("portrait photo of a old warrior chief", picture)
+    assert verdict("a red circle on a white background", picture).endswith("matches the prompt")
+    assert verdict("a red circle on a black background", picture).endswith("wrong background")
+    assert "not one of this world's captions" in verdict("portrait photo of a old warrior chief", picture)
 
 
 def test_panel_widgets_build_and_the_button_generates(tiny_pipe):

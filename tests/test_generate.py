@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import generate
 from helpers.device import recipe_dtype
 from helpers.errors import TutorialError
+from helpers.generate import files, run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lines 2 and 5 are blank: pictures are named and seeded by their line in the file.
@@ -34,7 +34,7 @@ def run_here(prompts: Path, out: Path, *extra: str) -> int:
     bytes on a GPU machine too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("helpers.device.pick_device", lambda: torch.device("cpu"))
-        return generate.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
+        return run.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
 
 
 def pictures(out: Path) -> dict[str, bytes]:
@@ -53,7 +53,7 @@ MODEL = [""]
 def _model(tmp_path_factory):
     """The tiny preset saved as a folder: the preset's tokenizer is learned anew in each process, and its token ids
     can differ from one process to the next, so processes that must agree load one saved copy."""
-    from helpers import load_pipeline
+    from helpers.models import load_pipeline
 
     folder = tmp_path_factory.mktemp("model") / "tiny"
     load_pipeline("tiny", dtype=torch.float32, device="cpu", quiet=True).save_pretrained(folder)
@@ -80,7 +80,7 @@ def single(prompts, tmp_path_factory) -> Path:
 
 
 def test_read_prompts_numbers_lines_and_skips_blank_ones(prompts):
-    assert generate.read_prompts(prompts) == [(1, "a red circle on a white background"), (3, "a blue square"),
+    assert files.read_prompts(prompts) == [(1, "a red circle on a white background"), (3, "a blue square"),
                                               (4, "an old warrior chief"), (6, "a green triangle"), (7, "sunset")]
 
 
@@ -95,8 +95,8 @@ def test_bad_prompt_file_is_one_line_error(tmp_path, capsys, content, match):
     elif content is not None:
         path.write_bytes(content)
     with pytest.raises(TutorialError, match=match):
-        generate.read_prompts(path)
-    assert generate.main([str(path), "--out", str(tmp_path / "out")]) == 2
+        files.read_prompts(path)
+    assert run.main([str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -131,7 +131,7 @@ def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, nati
     """A CPU that would emulate bfloat16 generates in float32 by default; one with AMX or AVX-512 BF16 in bfloat16."""
     monkeypatch.setattr("helpers.device.cpu_has_fast_bf16", lambda: native)
     (tmp_path / "one.txt").write_text("a red circle\n")
-    assert generate.parse_args([str(tmp_path / "one.txt"), "--out", "x"]).dtype == "recipe"
+    assert run.parse_args([str(tmp_path / "one.txt"), "--out", "x"]).dtype == "recipe"
     assert run_here(tmp_path / "one.txt", tmp_path / "out", "--steps", "1") == 0
     assert f"dtype={expected} " in index(tmp_path / "out")[0]["settings"]
 
@@ -156,7 +156,7 @@ def test_two_processes_make_the_same_files(single, prompts, tmp_path):
 
 def test_resume_after_an_interruption_loses_only_the_batch_in_flight(single, prompts, tmp_path, monkeypatch, capsys):
     out = tmp_path / "pictures"
-    real = generate.png_bytes
+    real = files.png_bytes
     calls = []
 
     def stop_in_the_second_batch(*args):
@@ -165,10 +165,10 @@ def test_resume_after_an_interruption_loses_only_the_batch_in_flight(single, pro
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(generate, "png_bytes", stop_in_the_second_batch)
+    monkeypatch.setattr(run, "png_bytes", stop_in_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run_here(prompts, out)
-    monkeypatch.setattr(generate, "png_bytes", real)
+    monkeypatch.setattr(run, "png_bytes", real)
     assert sorted(pictures(out)) == ["00001.png", "00003.png"]  # the first batch; the second was lost
     assert not (out / "index.csv").exists()  # only a finished run has an index
     # A torn picture (e.g. a disk filled up) and a stray temporary file are not taken for work done.
@@ -212,7 +212,7 @@ def test_a_folder_with_other_files_is_refused(prompts, tmp_path, capsys):
     assert run_here(prompts, tmp_path) == 2
     assert "not made by helpers.generate" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    assert generate.main([str(prompts), "--out", str(tmp_path / "notes.txt")]) == 2
+    assert run.main([str(prompts), "--out", str(tmp_path / "notes.txt")]) == 2
     assert "is a file" in capsys.readouterr().err
 
 
@@ -220,5 +220,5 @@ def test_a_folder_with_other_files_is_refused(prompts, tmp_path, capsys):
                                   ["--scheduler", "nope"]])
 def test_bad_options_are_refused(prompts, tmp_path, args):
     with pytest.raises(SystemExit) as exc:
-        generate.main([str(prompts), "--out", str(tmp_path / "out"), *args])
+        run.main([str(prompts), "--out", str(tmp_path / "out"), *args])
     assert exc.value.code == 2

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import captioned_grid, check_images, image_problems, make_image_grid
+from helpers.images import captioned_grid, check_images, image_problems, make_image_grid
 
 
 def noise(seed=0, size=32):

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import catch_out_of_memory, find_max_batch, flush, is_out_of_memory, peak_memory
-from helpers.memory import MiB
+from helpers.memory import MiB, catch_out_of_memory, find_max_batch, flush, is_out_of_memory, peak_memory
 
 
 class FakePipeline:
@@ -87,7 +86,7 @@ def test_peak_memory_sees_a_cpu_allocation():
 
 
 def test_measure_times_and_records_peak():
-    from helpers import measure
+    from helpers.memory import time_and_memory
 
     calls = []
 
@@ -96,7 +95,7 @@ def test_measure_times_and_records_peak():
         block = np.ones(200 * MiB, dtype=np.uint8)
         return int(block[0])
 
-    timing, peak = measure(work, device="cpu", repeats=2, warmup=1)
+    timing, peak = time_and_memory(work, device="cpu", repeats=2, warmup=1)
     assert len(calls) == 3 and len(timing.times) == 2 and timing.value == 1
     assert peak.added > 150 * MiB
 

@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-from helpers import device, peak
+from helpers import device
+from helpers.bench import peak
 
 
 def test_the_probe_gives_a_positive_finite_peak_per_dtype():

@@ -5,13 +5,14 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from helpers import bench, peers
+from helpers.bench import peers
+from helpers.bench.__main__ import main as bench_main
 
 ARGS = ["--model", "tiny", "--rungs", "3", "--steps", "2", "--repeats", "1", "--peers"]
 
 
 def run_bench(tmp_path, capsys):
-    code = bench.main([*ARGS, "--out", str(tmp_path)])
+    code = bench_main([*ARGS, "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert re.search(r"^speedup: \d+\.\dx$", out.strip().splitlines()[-1])  # still the last line

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers.choice import shapes_folder
+from helpers.models import shapes_folder
 from helpers.prompts import GUIDE_AGES, GUIDE_DETAILS, GUIDE_PROMPT, GUIDE_STYLE, NEGATIVE, for_model
 from helpers.shapes import COLOURS, WORDS
 

@@ -1,7 +1,7 @@
 import matplotlib
 import pytest
 
-from helpers import GUIDE_T4, Results
+from helpers.report import GUIDE_T4, Results
 
 matplotlib.use("Agg")
 

@@ -17,16 +17,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = Path("notebooks/03_quality.ipynb")  # the one with most judge checks; one notebook keeps this quick
-JUDGED = "if judged:"  # the notebook's judge verdicts sit under this test (the judge knows shapes only)
+JUDGED = "judged_check("  # the notebook's checks that only the judge can make (it knows shapes only)
 
 
 def _copy_repository(to: Path) -> None:
-    """The files nbval needs: the notebook (up to its last judge check), helpers, models, pyproject.toml and
-    the sanitize file."""
+    """The files nbval needs: the notebook (up to its last judge check), helpers with its shapes weights,
+    pyproject.toml and the sanitize file."""
     to.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "helpers", to / "helpers", ignore=ignore)
-    shutil.copytree(ROOT / "models", to / "models", ignore=ignore)  # follows a symlinked models/ folder
     (to / "notebooks").mkdir()
     notebook = json.loads((ROOT / NOTEBOOK).read_text(encoding="utf-8"))
     cells = notebook["cells"]
@@ -67,13 +66,13 @@ def test_random_unet_fails_a_semantic_cell(tmp_path):
     """nbval on a copy whose shapes UNet is random fails, and a failing cell is one that asks the judge."""
     copy = tmp_path / "repo"
     _copy_repository(copy)
-    _randomise_unet(copy / "models" / "shapes" / "unet")
+    _randomise_unet(copy / "helpers" / "shapes" / "weights" / "shapes" / "unet")
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])))
-    probe = [sys.executable, "-c", "import helpers.choice as c; print(c.MODELS)"]
+    probe = [sys.executable, "-c", "import helpers.models as m; print(m.WEIGHTS)"]
     where = subprocess.run(probe, cwd=copy / "notebooks", env=env, capture_output=True, text=True, check=True).stdout
     where = where.strip()
-    assert Path(where) == copy / "models", f"the notebook would load models from {where}, not the copy"
+    assert Path(where) == copy / "helpers" / "shapes" / "weights", f"the notebook would load {where}, not the copy"
 
     # pyproject.toml's addopts (--nbval-lax, the sanitize file as a relative path) apply with the copy as rootdir.
     run = subprocess.run([sys.executable, "-m", "pytest", str(NOTEBOOK), "-rf"],

@@ -12,7 +12,8 @@ from helpers.shapes import BACKGROUNDS, COLOURS, SHAPES, analyse, caption, judge
 from helpers.shapes.world import MAX_BOX, MIN_BOX, SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "models" / "shapes"
+WEIGHTS = ROOT / "helpers" / "shapes" / "weights"  # what the package ships
+SHIPPED = WEIGHTS / "shapes"
 
 
 def test_judge_reads_rendered_pictures():
@@ -87,14 +88,18 @@ def test_contiguous_group_norms_give_the_same_result_and_restore_the_model():
     assert not any(m._forward_pre_hooks for m in norms)  # plain GroupNorms again
 
 
-def test_training_refuses_to_overwrite_the_shipped_model():
-    proc = subprocess.run([sys.executable, "-m", "helpers.shapes", "train", "--micro", "--out", "models"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "--ship" in proc.stderr
+def test_training_refuses_to_overwrite_the_shipped_model(monkeypatch, capsys):
+    from helpers.shapes import __main__ as command
+
+    trained = []  # a broken guard must not cost the shipped weights: training is replaced by a recorder
+    monkeypatch.setattr("helpers.shapes.train.train", lambda *args, **kwargs: trained.append(args))
+    assert command.main(["train", "--micro", "--out", str(WEIGHTS)]) == 2 and not trained
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error:") and "--ship" in err
 
 
 def test_shipped_weights_are_small_and_safetensors_only():
-    files = [f for f in (ROOT / "models").rglob("*") if f.is_file()]
+    files = [f for f in WEIGHTS.rglob("*") if f.is_file()]
     weights = [f for f in files if f.suffix == ".safetensors"]
     assert weights and not [f for f in files if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
     assert sum(f.stat().st_size for f in weights) <= 20 * 1024 * 1024
@@ -133,7 +138,7 @@ def shapes_pipe():
 
 _DRAW = """
 import hashlib, sys, torch
-from helpers import load_pipeline
+from helpers.models import load_pipeline
 pipe = load_pipeline(sys.argv[1], device="cpu", quiet=True)
 ids = pipe.tokenizer("portrait photo of a red circle").input_ids
 image = pipe("a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images

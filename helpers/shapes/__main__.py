@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import TutorialError
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = Path(__file__).resolve().parent / "weights"  # the checkpoints the package ships
 
 
 def _train(args) -> None:
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
                        "(about 30 min on 2 CPU cores); writes shapes/, shapes-vae-ft/ and training.json")
     p.add_argument("--out", default="build/shapes",
                    help="where to write shapes/, shapes-vae-ft/ and training.json (build/shapes)")
-    p.add_argument("--ship", action="store_true", help="allow --out models, overwriting the shipped weights")
+    p.add_argument("--ship", action="store_true",
+                   help="allow --out helpers/shapes/weights, overwriting the shipped weights")
     p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0, the shipped model's)")
     p.add_argument("--resume", default=None,
@@ -52,8 +53,10 @@ def main(argv=None) -> int:
     p.set_defaults(run=_train)
     p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
                        "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")
-    p.add_argument("--model", default=str(SHIPPED / "shapes"), help="a shapes pipeline folder (models/shapes)")
-    p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"), help="its fine-tuned VAE (models/shapes-vae-ft)")
+    p.add_argument("--model", default=str(SHIPPED / "shapes"),
+                   help="a shapes pipeline folder (default: the shipped helpers/shapes/weights/shapes)")
+    p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"),
+                   help="its fine-tuned VAE (default: the shipped helpers/shapes/weights/shapes-vae-ft)")
     p.add_argument("--seeds", type=int, default=8,
                    help="seeds per colour x shape prompt (8); the background prompts use 2")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,18 @@ def caption(scene: Scene, name_background: bool = True) -> str:
     """The scene's caption: 'a red circle', or 'a red circle on a white background'."""
     text = f"a {scene.colour} {scene.shape}"
     return f"{text} on a {scene.background} background" if name_background else text
+
+
+_PROMPT = re.compile(rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})(?: on a ({'|'.join(BACKGROUNDS)}) background)?$")
+
+
+def parse_prompt(prompt: str) -> dict | None:
+    """What a caption of this world asks for (colour, shape, background or None); None for any other text."""
+    match = _PROMPT.match(" ".join(prompt.lower().split()))
+    if not match:
+        return None
+    colour, shape, background = match.groups()
+    return {"colour": colour, "shape": shape, "background": background}
 
 
 def _outline(shape: str, angle: float) -> np.ndarray:

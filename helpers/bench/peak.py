@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .device import half_dtype
+from ..device import half_dtype
 
 # (tokens, in features, out features) of linear layers in SD 1.5's UNet at 64x64 latents, batch 2 (guidance):
 # the first level's attention projections and feed-forward, and the second level's projections.

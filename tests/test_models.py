@@ -1,12 +1,82 @@
+"""helpers.models: choosing a model for the device, where each lives, the one hub error, loading."""
+
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import REAL_MODEL, TutorialError, load_pipeline, load_vae, model_name, presets, resolve_model
+from helpers import presets
+from helpers.errors import TutorialError
+from helpers.models import (
+    REAL_MODEL,
+    WEIGHTS,
+    cache_dir,
+    choose_model,
+    choose_vae,
+    folder_size,
+    load_pipeline,
+    materialise,
+    model_kind,
+    resolve_model,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_become_folders_that_from_pretrained_loads():
+    from diffusers import AutoencoderKL, DiffusionPipeline
+
+    model_id = choose_model("cpu", "tiny", quiet=True)
+    assert Path(model_id).resolve() == (cache_dir() / "tiny").resolve()
+    pipeline = DiffusionPipeline.from_pretrained(model_id, use_safetensors=True)
+    assert pipeline.unet.dtype == torch.float32 and pipeline.text_encoder.dtype == torch.float32
+    vae = AutoencoderKL.from_pretrained(choose_vae(model_id), use_safetensors=True)
+    assert not torch.equal(vae.decoder.conv_out.weight, pipeline.vae.decoder.conv_out.weight)
+    assert model_kind(model_id) == "tiny" and folder_size(model_id) > 0
+
+
+def test_materialise_reuses_the_folder():
+    first = materialise("tiny")
+    stamp = (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert materialise("tiny") == first
+    assert (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_cpu_default_is_the_shipped_shapes_model(monkeypatch):
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    model_id = choose_model("cpu", quiet=True)
+    assert Path(model_id).resolve() == (WEIGHTS / "shapes").resolve() and model_kind(model_id) == "shapes"
+    assert Path(choose_vae(model_id)).resolve() == (WEIGHTS / "shapes-vae-ft").resolve()
+    assert model_kind(REAL_MODEL) == model_kind(str(ROOT)) == "other"  # any hub id or other folder
+
+
+def test_gpu_default_is_the_real_model_checked_before_loading(monkeypatch, tmp_path):
+    # No Hub here: the check itself must give the one-line error, before any download starts.
+    monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = "from helpers.models import choose_model\nchoose_model('cuda')\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert "TutorialError" in proc.stderr and "stable-diffusion-v1-5/stable-diffusion-v1-5" in proc.stderr
+    assert "TUTORIAL_MODEL=shapes" in proc.stderr
+
+
+def test_unreachable_hub_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("helpers.models.hub_reachable", lambda timeout=3.0: "no (test)")
+    with pytest.raises(TutorialError, match="unreachable .*TUTORIAL_MODEL=shapes.*HF_HUB_OFFLINE=1"):
+        choose_model("cpu", "someone/some-model", quiet=True)
+
+
+def test_missing_shapes_folder_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr("helpers.models.WEIGHTS", tmp_path)
+    with pytest.raises(TutorialError, match="make shapes"):
+        choose_model("cpu", "shapes", quiet=True)
 
 
 def test_explicit_argument_wins_over_env(monkeypatch):
@@ -58,7 +128,7 @@ def test_error_renders_as_one_line_in_ipython():
 
 
 def _load_in_subprocess(spec: str, **env) -> subprocess.CompletedProcess:
-    code = ("from helpers import load_pipeline, TutorialError\n"
+    code = ("from helpers.models import load_pipeline, TutorialError\n"
             f"try:\n    load_pipeline({spec!r}, device='cpu')\n"
             "except TutorialError as e:\n    print('ERROR:', e)\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -93,9 +163,8 @@ def test_tokenizer_knows_the_guide_prompt_words():
     assert tok.model_max_length == 77
 
 
-def test_load_pipeline_sets_dtype_device_and_name(tiny_pipe):
+def test_load_pipeline_sets_dtype_and_device(tiny_pipe):
     assert tiny_pipe.unet.dtype == torch.float32 and tiny_pipe.device.type == "cpu"
-    assert model_name(tiny_pipe) == "tiny"
     half = load_pipeline("tiny", dtype="half", device="cpu", quiet=True)
     assert {half.unet.dtype, half.vae.dtype, half.text_encoder.dtype} == {torch.bfloat16}
 
@@ -122,15 +191,9 @@ def test_tiny_makes_64_pixel_images(tiny_pipe):
     assert image.size == (64, 64)
 
 
-def test_stand_in_vae_has_the_same_shape_but_other_weights(tiny_pipe):
-    vae = load_vae(tiny_pipe)
-    assert vae.config.block_out_channels == tiny_pipe.vae.config.block_out_channels
-    w_old, w_new = tiny_pipe.vae.decoder.conv_out.weight, vae.decoder.conv_out.weight
-    assert w_old.shape == w_new.shape and not torch.equal(w_old, w_new)
-
-
 def test_sd15_random_has_the_real_parameter_counts():
-    pipe = presets.sd15_random()
+    with torch.device("meta"):  # the architecture without its 4.3 GB of float32 weights
+        pipe = presets.sd15_random()
 
     def millions(module):
         return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
@@ -140,41 +203,22 @@ def test_sd15_random_has_the_real_parameter_counts():
     assert pipe.scheduler.config.skip_prk_steps and pipe.scheduler.config.beta_schedule == "scaled_linear"
 
 
-def test_get_inputs_follows_the_guide():
-    from helpers import PROMPT, get_inputs
-
-    inputs = get_inputs(batch_size=3)
-    assert inputs["prompt"] == [PROMPT] * 3 and inputs["num_inference_steps"] == 20
-    assert [g.initial_seed() for g in inputs["generator"]] == [0, 1, 2]
-    assert get_inputs(["a", "b"], batch_size=2, seed=1)["prompt"] == ["a", "b"]
-
-
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"steps": -5}, "steps"),
-    ({"prompt": ["a"], "batch_size": 2}, "prompts")])
-def test_get_inputs_rejects_bad_arguments(kwargs, match):
-    from helpers import get_inputs
-
-    with pytest.raises(ValueError, match=match):
-        get_inputs(**kwargs)
-
-
 @pytest.mark.parametrize("kind", ["cuda", "mps"])
 def test_every_load_on_a_gpu_machine_gets_the_real_model(kind, simulate_device, monkeypatch, capsys):
     """A notebook that loads on the CPU first (float32, offload) must still get the GPU's model, not shapes."""
-    from helpers import choice, pipelines
+    from helpers import models
 
     monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
     simulate_device(kind)
-    monkeypatch.setattr(choice, "check_hub", lambda *args, **kwargs: None)  # no Hub here: pretend it answers
+    monkeypatch.setattr(models, "check_hub", lambda *args, **kwargs: None)  # no Hub here: pretend it answers
     loaded = []
 
     def fake_from_pretrained(cls, spec, **kwargs):  # stands in for the download; records what was asked for
         loaded.append(spec)
         return presets.tiny()
 
-    monkeypatch.setattr(pipelines, "from_pretrained", fake_from_pretrained)
-    model = choice.choose_model(kind)
+    monkeypatch.setattr(models, "from_pretrained", fake_from_pretrained)
+    model = models.choose_model(kind)
     assert model == REAL_MODEL
     assert f"Model: {REAL_MODEL} (default on {kind}" in capsys.readouterr().out
     for call in (dict(model=None, dtype=torch.float32, device="cpu"), dict(model=None, dtype="half", device="cpu"),
@@ -184,14 +228,12 @@ def test_every_load_on_a_gpu_machine_gets_the_real_model(kind, simulate_device, 
 
 
 def test_choose_model_on_a_cpu_is_shapes_and_honours_the_env(monkeypatch, simulate_device, capsys):
-    from helpers.choice import choose_model, family
-
     simulate_device("cpu")
     monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
-    assert family(choose_model()) == "shapes"
+    assert model_kind(choose_model()) == "shapes"
     monkeypatch.setenv("TUTORIAL_MODEL", "tiny")
-    assert family(choose_model("cuda")) == "tiny"
-    assert family(choose_model("cuda", "shapes")) == "shapes"
+    assert model_kind(choose_model("cuda")) == "tiny"
+    assert model_kind(choose_model("cuda", "shapes")) == "shapes"
     assert capsys.readouterr().out.count("Model: ") == 3
 
 
@@ -205,10 +247,10 @@ def _stderr_of(code: str) -> str:
 def test_importing_the_pipeline_classes_prints_nothing_on_stderr():
     import importlib.util
 
-    quiet = _stderr_of("import helpers; helpers.hide_torchvision_notice(); "
+    quiet = _stderr_of("import helpers; "  # importing helpers hides the notice: nothing else to call
                        "from diffusers import StableDiffusionPipeline, DiffusionPipeline; "
                        "import logging; logging.getLogger('transformers.utils.import_utils').warning('other notice')")
     # The torchvision notice is gone; any other warning still shows.
     assert "torchvision" not in quiet and quiet.strip().splitlines()[-1].endswith("other notice")
-    if importlib.util.find_spec("torchvision") is None:  # without the call, the notice is there: the test can fail
+    if importlib.util.find_spec("torchvision") is None:  # without helpers, the notice is there: the test can fail
         assert "requires torchvision" in _stderr_of("from diffusers import StableDiffusionPipeline")

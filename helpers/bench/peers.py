@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
-from .pipelines import PROMPT, load_pipeline, quiet_logs
-from .timing import time_it
+from ..models import load_pipeline, quiet_logs
+from ..prompts import GUIDE_PROMPT
+from ..timing import time_it
+from .runner import prompt_embeddings, start_latents
 
 INSTALL = 'pip install -e ".[peers]"'
 
@@ -175,19 +177,12 @@ class Reference:
     """The inputs every peer gets, and PyTorch float32's outputs for them: the bench's latents, prompt, timestep."""
 
     def __init__(self, pipe, height: int, width: int):
-        shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-        latents = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        self.unet_in = (torch.cat([latents] * 2), torch.tensor(999), self.encode(pipe))
+        latents = start_latents(pipe, height, width)
+        self.unet_in = (torch.cat([latents] * 2), torch.tensor(999), prompt_embeddings(pipe, torch.device("cpu")))
         self.decode_in = (latents / pipe.vae.config.scaling_factor,)
         with torch.no_grad():
             self.unet_out = UNetStep(pipe.unet)(*self.unet_in)
             self.image = _pixels(Decode(pipe.vae)(*self.decode_in))
-
-    @staticmethod
-    def encode(pipe) -> torch.Tensor:
-        with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, True)
-        return torch.cat([uncond, cond])
 
 
 def ready_on(device: torch.device) -> list:
@@ -198,7 +193,7 @@ def ready_on(device: torch.device) -> list:
     return installed()
 
 
-def measure(bench, model: str, steps: int, direct_limit: float, ready: list) -> list[dict]:
+def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list) -> list[dict]:
     """Convert and measure the ``ready`` peers on a float32 copy of ``model``: one row per peer that ran."""
     if not ready:
         return []
@@ -210,7 +205,7 @@ def measure(bench, model: str, steps: int, direct_limit: float, ready: list) -> 
     print("peers: UNet and VAE decoder converted from a float32 copy of the pipeline; the text encoder stays "
           "PyTorch float32", flush=True)
     ref = Reference(pipe, bench.height, bench.width)
-    text = time_it(lambda: Reference.encode(pipe), repeats=bench.repeats, warmup=1).median
+    text = time_it(lambda: prompt_embeddings(pipe, torch.device("cpu")), repeats=bench.repeats, warmup=1).median
     rows = []
     for number, peer in enumerate(ready, 1):
         print(f"[peer {number}/{len(ready)}] {peer.name} ...", flush=True)
@@ -226,7 +221,7 @@ def measure(bench, model: str, steps: int, direct_limit: float, ready: list) -> 
                 stage = "run"
                 row = run_peer(bench, pipe, ref, engine, unet_run, decode_run, steps, text, direct_limit)
                 row["convert s"] = round(converted, 1)
-                compare(row, ref, unet_run(*ref.unet_in), decode_run(*ref.decode_in))
+                add_output_difference(row, ref, unet_run(*ref.unet_in), decode_run(*ref.decode_in))
         except Exception as err:  # a peer that cannot convert (or run) this model is skipped, with its reason
             print(f"    skipped: {peer.name} {stage} failed ({type(err).__name__}: "
                   f"{(str(err).strip().splitlines() or [''])[0][:200]})", flush=True)
@@ -253,7 +248,7 @@ def run_peer(bench, pipe, ref: Reference, engine, unet_run, decode_run, steps: i
            "e2e s": estimate, "e2e how": "estimated"}
     if estimate <= direct_limit:
         with swapped(pipe, unet_run, decode_run):
-            run = time_it(lambda: pipe(PROMPT, height=bench.height, width=bench.width, num_inference_steps=steps,
+            run = time_it(lambda: pipe(GUIDE_PROMPT, height=bench.height, width=bench.width, num_inference_steps=steps,
                                        generator=torch.Generator().manual_seed(0), output_type="np").images[0],
                           repeats=1, warmup=0)
         row["e2e s"], row["e2e how"], row["image"] = run.median, "measured", run.value
@@ -261,7 +256,7 @@ def run_peer(bench, pipe, ref: Reference, engine, unet_run, decode_run, steps: i
     return row
 
 
-def compare(row: dict, ref: Reference, unet_out: torch.Tensor, decoded: torch.Tensor) -> None:
+def add_output_difference(row: dict, ref: Reference, unet_out: torch.Tensor, decoded: torch.Tensor) -> None:
     """Add the peer's largest and mean differences from PyTorch float32 to its row."""
     row["unet max diff"], row["unet mean diff"] = _difference(unet_out, ref.unet_out)
     row["decode max diff"], row["decode mean diff"] = _difference(_pixels(decoded), ref.image)

@@ -1,0 +1,30 @@
+"""``python -m helpers.bench``: the guide's speed ladder at real scale, measured on this device, against its limit.
+
+The rungs, each one setting added to the best rung so far: full precision and PNDM at 50 steps (the guide's
+baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout with fused QKV projections,
+attention heads zero-padded to a multiple of 64, torch.compile, and last, on a Linux CPU, an allocator setting
+(glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
+next call; it is last because it cannot be taken back). These are *exact* rungs: they change precision,
+solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. Each rung adds
+its own setting to the best rung measured so far (the baseline's settings if none): a rung whose end-to-end time
+is slower than that is printed with ``kept: no``, and the rungs after it build on the best settings instead (from
+a freshly loaded pipeline when a setting must be taken off), so ``--rungs 1,3`` runs DPM-Solver++ in float32.
+A rung so slow that its steps times one UNet call already take over twice the best end-to-end time (half
+precision on a CPU that emulates bfloat16) is not timed further: its end-to-end time is that lower bound, and it
+is not kept. With
+``--approx``, an *approximate* rung follows: the best exact rung's settings with fewer steps than the guide's
+20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
+
+Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
+UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak). For each rung: the UNet's latency per
+step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode time,
+end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
+decode: the ``e2e how`` column says which), speedup over the baseline, iterations per second, core-seconds per
+image (CPU), achieved TFLOP/s with FLOPs counted by torch.utils.flop_counter on a meta-device copy, the UNet's
+TFLOP/s as a percentage of the measured peak for its dtype (``unet % peak``), and whether the rung was kept.
+
+The modules, in the order a run uses them: ``peak`` (the limit), ``flops`` (the cost), ``ladder`` (the rungs and the
+climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads), ``peers``
+(OpenVINO and ONNX Runtime), ``figures`` (bench.csv and bench.json, written and read back for notebook 01), and
+``__main__`` (the command).
+"""

@@ -1,0 +1,138 @@
+"""``python -m helpers.bench``: the command; what it measures is described in ``helpers/bench/__init__.py``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import helpers.bench as package
+
+from ..device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
+from ..models import hide_torchvision_notice, model_kind
+from . import peers
+from .figures import format_table, write_figures
+from .flops import flops_text
+from .ladder import climb, ladder
+from .peak import measure_peak
+from .runner import Bench
+
+TOY_MODELS = ("tiny", "shapes")  # their figures go to build/bench-MODEL/, never over the real-size ones
+
+
+def parse_args(argv, device: torch.device) -> argparse.Namespace:
+    """The command's options, checked; ``picked`` holds the rung numbers to run."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=package.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sd15-random", help="preset, hub id or folder (default sd15-random)")
+    parser.add_argument("--resolution", type=int, default=None, help="image height and width (default: model's)")
+    parser.add_argument("--steps", type=int, default=20, help="steps for the DPM-Solver rungs (default 20)")
+    parser.add_argument("--baseline-steps", type=int, default=50, help="PNDM steps of the first two rungs")
+    parser.add_argument("--rungs", default="all",
+                        help="which exact rungs, e.g. 1-3 or 1,3,5 (default: all); speedups are over the first one")
+    parser.add_argument("--approx", action="store_true", help="add an approximate rung: the best one, fewer steps")
+    parser.add_argument("--approx-steps", type=int, default=10, help="steps of the approximate rung (default 10)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (default 2)")
+    parser.add_argument("--direct-limit", type=float, default=15.0,
+                        help="measure end-to-end directly when the estimate is under this many seconds (the last "
+                             "exact rung and the approximate one: whenever a third of the budget left allows)")
+    parser.add_argument("--peak-seconds", type=float, default=0.25,
+                        help="seconds of the peak probe per matrix size and dtype (default 0.25)")
+    parser.add_argument("--budget", type=float, default=1500.0,
+                        help="skip rungs once this many seconds are used (default 1500)")
+    parser.add_argument("--peers", action="store_true",
+                        help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
+                             '(needs pip install -e ".[peers]")')
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for bench.csv and bench.json (default build/; build/bench-MODEL/ for the toy "
+                             "models tiny and shapes, so that they never replace the real-size figures)")
+    args = parser.parse_args(argv)
+    if args.out is None:  # a toy model, by name or by folder, gets its own: build/bench.json is real-size figures
+        toy = args.model if args.model in TOY_MODELS else model_kind(args.model)
+        args.out = Path("build") / f"bench-{toy}" if toy in TOY_MODELS else Path("build")
+    for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.peak_seconds <= 0:
+        parser.error("--peak-seconds must be positive")
+    if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
+        parser.error("--resolution must be a multiple of 64, at least 64")
+    count = len(ladder(cpu=device.type == "cpu"))
+    try:
+        picked = set()
+        for part in args.rungs.replace("all", f"1-{count}").split(","):
+            lo, _, hi = part.partition("-")
+            picked.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        parser.error(f"--rungs takes numbers and ranges such as 1-3 or 1,4,5, not {args.rungs!r}")
+    if not picked or min(picked) < 1 or max(picked) > count:
+        parser.error(f"--rungs must name rungs between 1 and {count} on this device")
+    args.picked = sorted(picked)
+    return args
+
+
+def header(device: torch.device, args) -> dict[str, float]:
+    """Phase 1: what runs where, the recipe's precision here, and the machine's limit, measured now."""
+    print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
+    print(f"bench: CPU {cpu_model()}; {isa_line()}", flush=True)
+    print(f"bench: the tutorial's recipe runs in {recipe_dtype_reason(device)}", flush=True)
+    peak = measure_peak(device, seconds=args.peak_seconds)
+    print("bench: peak matrix multiply at UNet sizes (measured now): "
+          + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
+    return peak
+
+
+def report(rows: list[dict], bench: Bench, args, peak: dict[str, float], start: float) -> None:
+    """Phase 4: speedups over the first rung, the table printed and written, the comparison lines last."""
+    import pandas as pd
+
+    baseline = rows[0]["e2e s"]
+    best = min((r for r in rows if r["kind"] == "exact"), key=lambda r: r["e2e s"])
+    for row in rows:
+        row["speedup"] = baseline / row["e2e s"]
+    table = format_table(rows)
+    device = bench.device
+    write_figures(table, args.out, {
+        "device": device_name(device), "cpu": cpu_model(), "isa": isa_line(), "peak TFLOP/s": peak,
+        "model": args.model, "height": bench.height, "width": bench.width, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "compile_s": bench.compile_s, "compiled graphs": bench.graphs,
+        "flops": bench.flops})
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table)
+    print(f"wrote {args.out / 'bench.csv'} and bench.json; total {time.perf_counter() - start:.0f} s")
+    if versus := peers.summary(rows):  # before the speedup line, which stays last
+        print(versus)
+    print(f"speedup: {baseline / best['e2e s']:.1f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    device = pick_device()
+    args = parse_args(argv, device)
+    hide_torchvision_notice()  # transformers' note about an optional package, not about the bench
+    start = time.perf_counter()
+    peak = header(device, args)
+    # Phase 2: the pipeline, at the size it is timed at, and its FLOPs
+    bench = Bench(args.model, device, args.resolution, args.resolution, args.repeats)
+    print(f"bench: {bench.height}x{bench.width}; FLOPs per guided UNet call {flops_text(bench.flops['unet'])}, "
+          f"per VAE decode {flops_text(bench.flops['vae'])}, text encoder {flops_text(bench.flops['text'])}",
+          flush=True)
+    ready = peers.ready_on(device) if args.peers else []  # a missing extra is said now, not after the rungs
+    # Phase 3: the rungs, then the peers
+    rungs = ladder(args.steps, args.baseline_steps, cpu=device.type == "cpu")
+    try:
+        rows = climb(bench, [rungs[i - 1] for i in args.picked], args, start, peak, rungs)
+    finally:
+        bench.uncompile()
+    if not rows:
+        print("bench: no rung was measured")
+        return 1
+    rows += peers.run_peers(bench, args.model, args.steps, args.direct_limit, ready)
+    report(rows, bench, args, peak, start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The ladder: its rungs as planned, and the climb that measures each on top of the best rung so far."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+
+from ..compare import pixel_difference
+from ..memory import flush
+from .peak import percent_of_peak
+
+PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One configuration of the ladder."""
+
+    name: str
+    half: bool = False
+    solver: str = "pndm"  # "pndm" or "dpm"
+    steps: int = 50
+    channels_last: bool = False  # with fused QKV projections
+    pad_heads: bool = False
+    compiled: bool = False
+    keep_memory: bool = False
+    exact: bool = True
+
+
+# Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
+# allocator setting cannot be taken off at all).
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "compiled")
+
+
+def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
+    """The exact rungs as planned, each adding one setting (the allocator rung last, on a Linux CPU only)."""
+    base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
+    half = replace(base, name="half precision + PNDM", half=True)
+    dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
+    layout = replace(dpm, name="+ channels_last + fused QKV", channels_last=True)
+    padded = replace(layout, name=f"+ attention heads padded to x{PAD_MULTIPLE}", pad_heads=True)
+    compiled = replace(padded, name="+ torch.compile", compiled=True)
+    rungs = [base, half, dpm, layout, padded, compiled]
+    if cpu and sys.platform.startswith("linux"):
+        rungs.append(replace(compiled, name="+ allocator keeps freed memory", keep_memory=True))
+    return rungs
+
+
+def build_on(best: Rung, rung: Rung, before: Rung | None) -> Rung:
+    """``rung`` as climbed from ``best``: the best settings plus what ``rung`` changes from ``before``, its
+    predecessor in the whole ladder (the same as ``rung`` when every rung so far was measured and kept)."""
+    if before is None:
+        return rung
+    changes = {f.name: getattr(rung, f.name) for f in fields(Rung) if getattr(rung, f.name) != getattr(before, f.name)}
+    return replace(best, **changes)
+
+
+def keeps(e2e: float, best_e2e: float | None) -> bool:
+    """Whether a rung of ``e2e`` seconds per image is kept: it is not slower than the best rung so far."""
+    return best_e2e is None or e2e <= best_e2e
+
+
+def seconds_needed(rung: Rung, current: Rung) -> int:
+    """The budget a rung needs to start: minutes when it compiles (on a CPU and on a GPU alike), else 30 s."""
+    return 240 if rung.compiled and not current.compiled else 30
+
+
+def approximate(best: Rung, steps: int) -> Rung:
+    """The approximate rung: the best exact rung's settings with fewer steps than the guide's 20."""
+    return replace(best, name=f"approx: {best.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
+
+
+def planned_rungs(plan: list[Rung], whole: list[Rung], approx: bool):
+    """Each planned rung with its predecessor in ``whole`` (None for the first), then (None, None) for the
+    approximate rung when asked."""
+    for planned in plan:
+        index = whole.index(planned)
+        yield planned, whole[index - 1] if index else None
+    if approx:
+        yield None, None
+
+
+def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
+          whole: list[Rung] | None = None) -> list[dict]:
+    """Measure the planned rungs, each built on the best exact rung so far, then the approximate one if asked.
+
+    ``plan`` is the rungs picked from ``whole``, the ladder (default: ``plan`` itself); each adds to the best rung
+    only what it adds to its predecessor in ``whole``, so a rung left out of the plan adds nothing.
+    """
+    whole = whole or plan
+    rows, best, best_row = [], None, None
+    total = len(plan) + args.approx
+    for number, (planned, before) in enumerate(planned_rungs(plan, whole, args.approx), 1):
+        # 1. The rung's settings: the best so far plus this rung's own change, or fewer steps for the approximate one
+        if planned is None:
+            if best is None:
+                break
+            rung = approximate(best, args.approx_steps)
+        else:
+            rung = build_on(best or whole[0], planned, before)
+        # 2. Time left for it?
+        left = args.budget - (time.perf_counter() - start)
+        needs = seconds_needed(rung, bench.current)
+        if left < needs:
+            print(f"[{number}/{total}] {rung.name}: skipped, {left:.0f} s of the {args.budget:.0f} s budget "
+                  f"left and it needs about {needs} s", flush=True)
+            continue
+        # 3. Apply and time it
+        print(f"[{number}/{total}] {rung.name} ...", flush=True)
+        bench.apply(rung)
+        if bench.memory_kept and not rung.keep_memory:
+            print("    (glibc's allocator setting from an earlier rung cannot be taken back: it still holds)")
+        flush()
+        last_or_approximate = planned is plan[-1] or not rung.exact  # worth an end-to-end run when time allows
+        try:
+            row = bench.time_rung(rung, max(args.direct_limit, left / 3) if last_or_approximate else args.direct_limit,
+                                  best_row["e2e s"] if best_row else None)
+        except Exception as err:  # e.g. torch.compile without a working C++ compiler
+            if not rung.compiled:
+                raise
+            print(f"    skipped: torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0]})")
+            continue
+        # 4. Keep it if it is not slower than the best; an approximate rung is compared pixel by pixel instead
+        row["unet % peak"] = percent_of_peak(row["unet TFLOP/s"], row["dtype"], peak)
+        if rung.exact:
+            kept = keeps(row["e2e s"], best_row["e2e s"] if best_row else None)
+            row["kept"] = "yes" if kept else "no"
+            if kept:
+                best, best_row = rung, row
+        else:
+            row["kept"] = "-"
+            add_pixel_difference(bench, row, best, best_row, args.budget - (time.perf_counter() - start))
+        rows.append(row)
+        print(f"    unet {row['unet s/step']:.3f} s/step ({row['unet % peak'] or 0:.0f} % of peak), decode "
+              f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}), kept: {row['kept']}"
+              + (f", compile took {bench.compile_s:.0f} s" if rung.compiled and rung.exact else ""), flush=True)
+    return rows
+
+
+def add_pixel_difference(bench, row: dict, best: Rung, best_row: dict, left: float) -> None:
+    """The approximate row's pixel difference from the best exact rung's image, made now if it was not yet."""
+    if "image" not in row:
+        print(f"    {row['rung']}: no pixel difference (its image was too slow to generate directly)")
+        return
+    if "image" not in best_row:
+        if best_row["e2e s"] > left / 3:
+            print(f"    {row['rung']}: no pixel difference (the best exact rung's image is too slow to make)")
+            return
+        with bench.quiet_compiler():
+            best_row["image"] = bench.generate(best.steps)  # same settings, the best rung's step count
+    diff = pixel_difference(row["image"], best_row["image"])
+    row["max diff"], row["mean diff"] = diff.max, diff.mean

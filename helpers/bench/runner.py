@@ -1,0 +1,218 @@
+"""The bench's pipeline: moved from rung to rung, and each rung's parts timed as the pipeline calls them."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from ..device import half_dtype
+from ..memory import flush
+from ..models import load_pipeline, quiet_logs
+from ..prompts import GUIDE_PROMPT
+from ..timing import time_it
+from .attention import pad_attention_heads
+from .flops import count_flops
+from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc never to return freed memory to the system (no mmap for big blocks, no trimming).
+
+    PyTorch's CPU allocator hands every activation back to malloc; large ones are mmapped and unmapped each
+    call, so the next call pays page faults and zeroing again. This keeps the pages for reuse instead.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**62)):
+        raise RuntimeError("glibc's mallopt refused the setting")
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has made in this process so far (recompiles included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def prompt_embeddings(pipe, device: torch.device) -> torch.Tensor:
+    """The guide's prompt and the empty one, encoded as the pipeline encodes them for guidance (a batch of 2)."""
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(GUIDE_PROMPT, device, 1, True)
+    return torch.cat([uncond, cond])
+
+
+def start_latents(pipe, height: int, width: int) -> torch.Tensor:
+    """One picture's starting latents (float32, on the CPU) from seed 0: what the bench and its peers time."""
+    shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+class Bench:
+    """One pipeline, moved from rung to rung (``apply``) and timed on each (``time_rung``)."""
+
+    def __init__(self, model: str, device: torch.device, height: int | None, width: int | None, repeats: int):
+        self.model, self.device, self.repeats = model, device, repeats
+        self.pipe = load_pipeline(model, dtype=torch.float32, device=device, quiet=True)
+        self.first_scheduler = self.pipe.scheduler  # the model's own (PNDM for SD 1.5), to go back to
+        self.height = height or self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        self.width = width or self.height
+        self.flops = count_flops(self.pipe, self.height, self.width)
+        self.current = Rung("")  # the settings the pipeline has now
+        self.memory_kept = False  # glibc's setting, once made, holds for the rest of the process
+        self.compile_s = 0.0
+        self.graphs = 0  # graphs torch.compile made, warm-up included
+        self.freezing_before = None  # inductor's freezing setting before the compiled rung changed it
+
+    # 1. Settings on and off
+
+    def uncompile(self) -> None:
+        """Drop the compiled graphs and give inductor's freezing setting back its value from before."""
+        if self.freezing_before is not None:
+            import torch._inductor.config as inductor
+
+            torch._dynamo.reset()
+            inductor.freezing, self.freezing_before = self.freezing_before, None
+
+    def reload(self) -> None:
+        """A freshly loaded pipeline in float32 with PNDM, nothing compiled: the way to take settings off."""
+        self.pipe = None
+        self.uncompile()
+        flush()
+        self.pipe = load_pipeline(self.model, dtype=torch.float32, device=self.device, quiet=True)
+        self.current = Rung("")
+
+    def apply(self, rung: Rung) -> None:
+        """Move the pipeline from its current settings to the rung's, reloading it when one must come off."""
+        if any(getattr(self.current, key) and not getattr(rung, key) for key in UNDONE_BY_RELOADING):
+            self.reload()
+        pipe, current = self.pipe, self.current
+        with quiet_logs():
+            if rung.half and not current.half:
+                pipe.to(dtype=half_dtype(self.device))
+            if rung.solver != current.solver:
+                from diffusers import DPMSolverMultistepScheduler
+
+                scheduler = DPMSolverMultistepScheduler if rung.solver == "dpm" else type(self.first_scheduler)
+                pipe.scheduler = scheduler.from_config(self.first_scheduler.config)
+            fused = rung.channels_last and not current.channels_last
+            if fused:
+                pipe.unet.to(memory_format=torch.channels_last)
+                pipe.vae.to(memory_format=torch.channels_last)
+                pipe.fuse_qkv_projections()  # this also resets the attention processors: pad after it
+            if rung.pad_heads and (fused or not current.pad_heads):
+                pad_attention_heads(pipe.unet, PAD_MULTIPLE)
+            if rung.compiled and not current.compiled:
+                import torch._inductor.config as inductor
+
+                # Freezing folds the weights into the graph so that oneDNN can pre-pack them (CPU inference).
+                # Inductor reads it when it compiles, which happens at the first call: so it is set for the
+                # rest of the process, not only around the warm-up, and any later recompile is frozen too.
+                self.freezing_before = inductor.freezing
+                inductor.freezing = self.device.type == "cpu"
+                pipe.unet.compile(fullgraph=True)
+                pipe.vae.decoder.compile(fullgraph=True)
+            if rung.keep_memory and not self.memory_kept:
+                keep_freed_memory()
+                self.memory_kept = True
+        self.current = rung
+
+    # 2. Timing
+
+    @contextlib.contextmanager
+    def quiet_compiler(self):
+        """Hide dynamo's notes about diffusers' internals (not about the results) while a compiled rung runs."""
+        if not self.current.compiled:
+            yield
+            return
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+
+    def calls(self) -> dict:
+        """The text encoder, one guided UNet step and the VAE decode, each called exactly as the pipeline calls it.
+
+        Contiguous latents, the prompt's embeddings and a 0-d int64 timestep made outside inference mode,
+        no_grad (the pipeline's own mode) and ``return_dict=False``: with torch.compile, a call that differs in
+        any of these (say channels-last latents, or inference tensors) would compile and time another graph.
+        """
+        pipe = self.pipe
+        latents = start_latents(pipe, self.height, self.width).to(self.device, pipe.unet.dtype)
+        timestep = torch.tensor(999, device=self.device)
+        embeds = prompt_embeddings(pipe, self.device)
+
+        @torch.no_grad()
+        def unet_call():
+            return pipe.unet(torch.cat([latents] * 2), timestep, encoder_hidden_states=embeds, timestep_cond=None,
+                             cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False)[0]
+
+        @torch.no_grad()
+        def decode():
+            return pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+
+        return {"text": lambda: prompt_embeddings(pipe, self.device), "unet": unet_call, "vae": decode}
+
+    def time_rung(self, rung: Rung, direct_limit: float, best_e2e: float | None = None) -> dict:
+        """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
+
+        When ``rung.steps`` times the first UNet call already exceeds twice ``best_e2e``, the rung cannot be
+        kept: it is timed no further, and its end-to-end time is that lower bound (``e2e how``: 'at least').
+        """
+        calls = self.calls()
+        with self.quiet_compiler():
+            warm = time.perf_counter()
+            if self.current.compiled:
+                self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
+            calls["unet"]()  # these first calls are the warm-up
+            if not self.current.compiled and best_e2e and rung.steps * (time.perf_counter() - warm) > 2 * best_e2e:
+                return self.hopeless(rung, time.perf_counter() - warm)
+            calls["vae"]()
+            first = time.perf_counter() - warm
+            graphs = compiled_graphs() if self.current.compiled else None
+            text, unet, vae = (time_it(calls[key], repeats=self.repeats, warmup=0) for key in ("text", "unet", "vae"))
+        if self.current.compiled and not self.compile_s:
+            self.compile_s = first
+        row = self.row(rung, unet.median, vae.median, text.median)
+        if row["e2e s"] <= direct_limit:
+            with self.quiet_compiler():
+                run = time_it(lambda: self.generate(rung.steps), repeats=1, warmup=0)
+            row["e2e s"], row["e2e how"] = run.median, "measured"
+            row["image"] = run.value
+        if graphs is not None:  # the warm-up compiled what the pipeline runs: timing should compile nothing more
+            self.graphs = compiled_graphs()
+            if self.graphs != graphs:
+                print(f"    note: torch.compile made {self.graphs - graphs} more graph(s) while timing")
+        self.add_rates(row, rung.steps)
+        return row
+
+    def row(self, rung: Rung, unet_s: float, vae_s: float, text_s: float) -> dict:
+        """A rung's row from its parts' seconds, end to end estimated as text + steps x UNet + decode."""
+        return {"rung": rung.name, "kind": "exact" if rung.exact else "approximate",
+                "dtype": str(self.pipe.unet.dtype).split(".")[-1], "solver": rung.solver, "steps": rung.steps,
+                "unet s/step": unet_s, "it/s": 1 / unet_s, "vae decode s": vae_s, "text s": text_s,
+                "e2e s": text_s + rung.steps * unet_s + vae_s, "e2e how": "estimated"}
+
+    def hopeless(self, rung: Rung, unet_s: float) -> dict:
+        """The row of a rung timed by one UNet call only: its steps times that call are already far too slow."""
+        row = self.row(rung, unet_s, float("nan"), float("nan"))
+        row["e2e s"], row["e2e how"] = rung.steps * unet_s, "at least"
+        self.add_rates(row, rung.steps)
+        return row
+
+    def add_rates(self, row: dict, steps: int) -> None:
+        """Add achieved TFLOP/s (whole image and UNet) and, on a CPU, core-seconds per image to a measured row."""
+        total = steps * self.flops["unet"] + self.flops["vae"] + self.flops["text"]
+        row["TFLOP/s"] = total / row["e2e s"] / 1e12
+        row["unet TFLOP/s"] = self.flops["unet"] / row["unet s/step"] / 1e12
+        if self.device.type == "cpu":
+            row["core-s/image"] = row["e2e s"] * torch.get_num_threads()
+
+    def generate(self, steps: int):
+        """One whole picture from the guide's prompt and seed 0, as a float array."""
+        return self.pipe(GUIDE_PROMPT, height=self.height, width=self.width, num_inference_steps=steps,
+                         generator=torch.Generator().manual_seed(0), output_type="np").images[0]
