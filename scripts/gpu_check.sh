@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # gpu-check: on a CUDA machine without the Hub or a package registry, check the project end to end in a few minutes:
-#   1. the unit tests (tests/),  2. the notebooks under nbval on CUDA with the small trained model `shapes`
-#   (or `tiny` until it exists),  3. a short bench on sd15-random in half precision (rungs 2-4, 10 steps).
+#   1. the unit tests (tests/, without the notebook runs),  2. the notebooks under nbval on CUDA with the small
+#   trained model `shapes`,  3. a T4 rehearsal: the notebooks at real size (sd15-random, float16) with the process
+#   held to a T4's 15 GiB (scripts/t4_rehearsal.py),  4. where the Hub answers, the notebooks with the real SD 1.5,
+#   5. a short bench on sd15-random in half precision (rungs 2-4, 10 steps).
 # What is missing (diffusers, nbval, Jupyter's kernel) is installed from .wheelhouse/ (`make wheelhouse`, made
 # beforehand where PyPI is reachable) into a temporary folder; the machine's own torch is never replaced.
 #
 # Usage: bash scripts/gpu_check.sh            (or `make gpu-check`)
 #        bash scripts/gpu_check.sh --dry-run  (on any machine: say what it would do, check the wheelhouse, run nothing)
 # Environment: PYTHON (default python3, else .venv/bin/python), WHEELHOUSE (default .wheelhouse), GPU_CHECK_OUT (default build/gpu-check),
-#              TESTS_TIMEOUT / NOTEBOOKS_TIMEOUT / BENCH_TIMEOUT in seconds (defaults 300 / 210 / 120).
+#              TESTS_TIMEOUT / NOTEBOOKS_TIMEOUT / T4_TIMEOUT / REAL_TIMEOUT / BENCH_TIMEOUT in seconds
+#              (defaults 300 / 210 / 420 / 600 / 120).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
@@ -52,6 +55,8 @@ if ! "$PY" -c "import diffusers, nbval, ipykernel, jupyter_client, nbformat" 2>/
   fi
 fi
 export PYTHONPATH="${SITE:+$SITE:}$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The real model only where the Hub answers (asked before HF_HUB_OFFLINE is set); everything else runs offline.
+HUB=$("$PY" -c "from helpers.models import hub_reachable; print(hub_reachable())" 2>/dev/null || echo "no")
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 TORCH_AFTER=$("$PY" -c "import torch; print(torch.__version__)")
 if [ "$TORCH_AFTER" != "$TORCH_BEFORE" ]; then
@@ -68,8 +73,11 @@ BENCH=(-m helpers.bench --model sd15-random --rungs 2-4 --baseline-steps 10 --st
        --out "$OUTDIR")
 if [ "$DRY" = 1 ]; then
   say "device: ${CUDA:-none here}; torch $TORCH_BEFORE; notebooks' model: $MODEL"
-  say "would run: $PY -m pytest tests -q"
+  say "would run: $PY -m pytest tests -q -m 'not slow'"
   say "would run: TUTORIAL_MODEL=$MODEL $PY -m pytest notebooks -q"
+  "$PY" scripts/t4_rehearsal.py --dry-run --out "$OUTDIR/t4" | sed 's/^/gpu-check: /'
+  case "$HUB" in yes*) say "would run: TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 $PY -m pytest notebooks -q (the Hub answers)";;
+                 *) say "would skip the real model: the Hub does not answer ($HUB)";; esac
   say "would run: $PY ${BENCH[*]}"
   exit 0
 fi
@@ -90,8 +98,14 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit stat
 }
 RESULTS=()
 FAILED=0
-step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q
+step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -m "not slow"
 step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" "$PY" -m pytest notebooks -q
+step t4 "${T4_TIMEOUT:-420}" "$PY" scripts/t4_rehearsal.py --out "$OUTDIR/t4"
+case "$HUB" in
+  yes*) step real "${REAL_TIMEOUT:-600}" env -u HF_HUB_OFFLINE TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 \
+          "$PY" -m pytest notebooks -q ;;
+  *) RESULTS+=("$(printf '%-10s %-4s %4s    %s' real skip - "the Hub does not answer ($HUB)")")
+esac
 step bench "${BENCH_TIMEOUT:-120}" "$PY" "${BENCH[@]}"
 
 echo

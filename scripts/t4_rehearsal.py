@@ -1,0 +1,118 @@
+"""A Colab T4 rehearsal on any CUDA GPU: notebooks 01-04 at real size, the process held to a T4's 15 GiB.
+
+Usage: python scripts/t4_rehearsal.py [--dry-run] [--limit-gib 15] [--model sd15-random] [--out build/gpu-check/t4]
+
+Each notebook runs under nbval (as `make test` runs them) with TUTORIAL_MODEL=sd15-random (SD 1.5's architecture
+at 512x512, random weights: a T4's real compute and memory without the Hub) in the device's half precision. An
+IPython startup file caps the kernel with ``torch.cuda.set_per_process_memory_fraction`` so that it may allocate no
+more than a T4 holds, and records the peak (``torch.cuda.max_memory_allocated``) after every cell. A notebook
+that would not fit a T4 fails with the cells nbval names. Prints one line per notebook (seconds, peak GiB,
+result) and exits 1 if any failed. ``--dry-run`` says what it would run, on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+T4_GIB = 15.0  # a Colab T4's memory as torch sees it (15,360 MiB)
+
+# Runs first in every kernel (IPython's startup folder): the cap, and the peak written after every cell.
+STARTUP = '''
+import json, os
+import torch
+
+if torch.cuda.is_available():
+    _total = torch.cuda.get_device_properties(0).total_memory
+    _limit = float(os.environ["T4_LIMIT_GIB"]) * 2**30
+    torch.cuda.set_per_process_memory_fraction(min(1.0, _limit / _total))
+
+    def _record_peak(*_):
+        with open(os.environ["T4_PEAK_FILE"], "w") as f:
+            json.dump({"peak": torch.cuda.max_memory_allocated(), "limit": _limit, "total": _total}, f)
+
+    get_ipython().events.register("post_run_cell", _record_peak)
+'''
+
+
+def failed_cells(report: str) -> list[str]:
+    """The cells nbval reports as failed, e.g. ['Cell 12'], with the error type when the report names one."""
+    cells = []
+    for match in re.finditer(r"FAILED \S+?::(Cell \d+)", report):
+        cells.append(match.group(1))
+    if "OutOfMemoryError" in report or "CUDA out of memory" in report:
+        cells = [f"{cell} (out of memory)" for cell in cells] or ["out of memory"]
+    return list(dict.fromkeys(cells))
+
+
+def command(notebook: Path) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", str(notebook.relative_to(ROOT))]
+
+
+def rehearse(notebook: Path, model: str, limit_gib: float, out: Path) -> dict:
+    """Run one notebook under the cap; its seconds, peak GiB and result."""
+    with tempfile.TemporaryDirectory(prefix="t4-ipython-") as ipython:
+        startup = Path(ipython) / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-t4.py").write_text(STARTUP)
+        peak_file = Path(ipython) / "peak.json"
+        env = {**os.environ, "TUTORIAL_MODEL": model, "IPYTHONDIR": ipython, "T4_LIMIT_GIB": str(limit_gib),
+               "T4_PEAK_FILE": str(peak_file)}
+        start = time.perf_counter()
+        run = subprocess.run(command(notebook), cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        peak = json.loads(peak_file.read_text())["peak"] / 2**30 if peak_file.is_file() else float("nan")
+    (out / f"{notebook.stem}.log").write_text(run.stdout + run.stderr)
+    cells = failed_cells(run.stdout + run.stderr) if run.returncode else []
+    result = "ok" if run.returncode == 0 else "FAIL: " + (", ".join(cells) or f"exit {run.returncode}")
+    return {"notebook": notebook.name, "seconds": round(seconds, 1), "peak GiB": round(peak, 2), "result": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/t4_rehearsal.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="say what would run; needs no GPU")
+    parser.add_argument("--limit-gib", type=float, default=T4_GIB, help=f"memory cap in GiB (default {T4_GIB:g})")
+    parser.add_argument("--model", default="sd15-random", help="TUTORIAL_MODEL for the notebooks (sd15-random)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "gpu-check" / "t4", help="folder for the logs")
+    args = parser.parse_args(argv)
+    if args.limit_gib <= 0:
+        parser.error("--limit-gib must be positive")
+    print(f"t4: {len(NOTEBOOKS)} notebooks with TUTORIAL_MODEL={args.model}, each kernel capped at "
+          f"{args.limit_gib:g} GiB (torch.cuda.set_per_process_memory_fraction); logs in {args.out}")
+    if args.dry_run:
+        for notebook in NOTEBOOKS:
+            print(f"t4: would run {' '.join(command(notebook)[1:])}")
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("t4: no CUDA GPU here: run it on a GPU machine, or add --dry-run to see the plan", file=sys.stderr)
+        return 2
+    print(f"t4: on {torch.cuda.get_device_name(0)} "
+          f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for notebook in NOTEBOOKS:
+        rows.append(rehearse(notebook, args.model, args.limit_gib, args.out))
+        row = rows[-1]
+        print(f"t4: {row['notebook']:18} {row['seconds']:7.1f} s  peak {row['peak GiB']:6.2f} GiB  {row['result']}",
+              flush=True)
+    (args.out / "t4.json").write_text(json.dumps(rows, indent=1))
+    failed = [r for r in rows if r["result"] != "ok"]
+    print(f"t4: {'every notebook fits a T4' if not failed else f'{len(failed)} notebook(s) would not run on a T4'}"
+          f" ({args.limit_gib:g} GiB)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The T4 rehearsal's plan, and the parts of it that run without a GPU (it runs for real in make gpu-check)."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+t4 = runpy.run_path(str(ROOT / "scripts" / "t4_rehearsal.py"))
+
+
+def test_the_dry_run_names_every_notebook_the_model_and_the_cap():
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", "--limit-gib", "15"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "TUTORIAL_MODEL=sd15-random" in lines[0] and "capped at 15 GiB" in lines[0]
+    planned = [line.split()[-1] for line in lines[1:]]
+    assert planned == [f"notebooks/{p.name}" for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+
+
+def test_without_a_gpu_it_says_so_in_one_line():
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().startswith("t4: no CUDA GPU here")
+
+
+def test_a_failing_notebook_names_its_cells_and_out_of_memory():
+    report = "FAILED notebooks/02_memory.ipynb::Cell 12\nFAILED notebooks/02_memory.ipynb::Cell 15\n"
+    assert t4["failed_cells"](report) == ["Cell 12", "Cell 15"]
+    oom = report + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert t4["failed_cells"](oom) == ["Cell 12 (out of memory)", "Cell 15 (out of memory)"]
+
+
+def test_the_startup_file_is_harmless_without_cuda(tmp_path):
+    """It runs first in every kernel: on a machine without CUDA it must do nothing, and fail nothing."""
+    code = "get_ipython = None\n" + t4["STARTUP"]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"T4_LIMIT_GIB": "15", "T4_PEAK_FILE": str(tmp_path / "peak.json"), "PATH": ""})
+    assert run.returncode == 0, run.stderr
+    assert not (tmp_path / "peak.json").exists()
