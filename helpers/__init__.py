@@ -13,7 +13,7 @@ from .bench.figures import read_bench  # 01
 from .checks import judge_table, judged_check, same_layout, same_pictures, shows_prompt  # 01 02 03
 from .compare import pixel_difference  # 04
 from .device import cap_batch, device_name, half_dtype, pick_device, recipe_dtype, recipe_dtype_reason  # 01-04
-from .effects import quantized_linears  # 04
+from .effects import compiled_blocks, count_runs, count_tokens, float8_share, quantized_linears, weight_bytes  # 04
 from .explorer import Explorer, ExplorerPanel  # 04
 from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
 from .images import captioned_grid, check_images, make_image_grid  # 01-04
@@ -22,18 +22,18 @@ from .models import choose_model, choose_vae, hide_torchvision_notice, model_kin
 from .prompts import for_model  # 01-04
 from .report import GUIDE_T4, GUIDE_T4_BATCH8_SLICED, Results  # 01 02
 from .shapes import BACKGROUNDS, COLOURS, analyse, judge  # 03
-from .shapes.evaluate import adherence, held_out_pictures, judge_prompts, prompt_grid  # 03 04
-from .stepcache import apply_deep_cache, remove_deep_cache  # 04
+from .shapes.evaluate import adherence, held_out_pictures, judge_pictures, judge_prompts, prompt_grid  # 03 04
 from .timing import time_from_steps, time_it  # 01 03 04
 
 hide_torchvision_notice()
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "Explorer", "ExplorerPanel", "GiB", "MiB",
-    "Results", "adherence", "analyse", "apply_deep_cache", "cap_batch", "captioned_grid", "catch_out_of_memory",
-    "cheapest_within", "check_images", "choose_model", "choose_vae", "device_name", "find_max_batch", "flush",
-    "for_model", "frontier_chart", "half_dtype", "held_out_pictures", "judge", "judge_prompts", "judge_table",
-    "judged_check", "make_image_grid", "model_kind", "pareto_front", "pick_device", "pixel_difference",
-    "prompt_grid", "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remove_deep_cache",
-    "same_layout", "same_pictures", "shows_prompt", "time_and_memory", "time_from_steps", "time_it",
+    "adherence", "analyse", "BACKGROUNDS", "cap_batch", "captioned_grid", "catch_out_of_memory", "cheapest_within",
+    "check_images", "choose_model", "choose_vae", "COLOURS", "compiled_blocks", "count_runs", "count_tokens",
+    "device_name", "Explorer", "ExplorerPanel", "find_max_batch", "float8_share", "flush", "for_model",
+    "frontier_chart", "GiB", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "half_dtype", "held_out_pictures", "judge",
+    "judge_pictures", "judge_prompts", "judge_table", "judged_check", "make_image_grid", "MiB", "model_kind",
+    "pareto_front", "pick_device", "pixel_difference", "prompt_grid", "quantized_linears", "read_bench",
+    "recipe_dtype", "recipe_dtype_reason", "Results", "same_layout", "same_pictures", "shows_prompt",
+    "time_and_memory", "time_from_steps", "time_it", "weight_bytes",
 ]

@@ -12,7 +12,7 @@ import torch
 from helpers.bench.__main__ import main as bench_main
 from helpers.bench.__main__ import parse_args
 from helpers.bench.flops import count_flops, flops_text
-from helpers.bench.ladder import Rung, approximate, build_on, climb, keeps, ladder, seconds_needed
+from helpers.bench.ladder import Rung, approximate, approximations, build_on, climb, keeps, ladder, seconds_needed
 from helpers.bench.runner import Bench
 from helpers.device import pick_device
 from helpers.models import shapes_folder
@@ -20,28 +20,41 @@ from helpers.models import shapes_folder
 
 def test_ladder_adds_one_setting_per_rung():
     rungs = ladder(steps=20, baseline_steps=50)
-    assert [r.steps for r in rungs] == [50, 50, 20, 20, 20, 20]
+    assert [r.steps for r in rungs] == [50, 50, 20, 20, 20, 20, 20]
     assert all(r.exact for r in rungs)
     assert (rungs[0].half, rungs[1].half, rungs[2].solver, rungs[3].channels_last, rungs[4].pad_heads,
-            rungs[5].compiled) == (False, True, "dpm", True, True, True)
-    assert not rungs[3].pad_heads and not rungs[4].compiled  # padding comes after fusing, compiling after both
+            rungs[5].regional, rungs[6].compiled) == (False, True, "dpm", True, True, True, True)
+    assert not rungs[3].pad_heads and not rungs[4].regional  # padding comes after fusing, compiling after both
+    assert not rungs[6].regional  # the whole-model compile replaces the regional one
     approx = approximate(rungs[-1], 10)
     assert not approx.exact and approx.steps == 10 and approx.compiled
 
 
+def test_the_approximations_patch_an_eager_copy_of_the_best_rung():
+    best = ladder(steps=20)[-1]
+    fewer, tome, cache = approximations(best, 10)
+    assert fewer.steps == 10 and fewer.compiled  # fewer steps keep the compiled model
+    assert (tome.tome, tome.steps, tome.compiled, tome.regional, tome.exact) == (0.5, 20, False, False, False)
+    assert (cache.deepcache, cache.steps, cache.compiled, cache.exact) == (3, 20, False, False)
+    assert tome.channels_last and cache.channels_last  # the best rung's other settings stay
+
+
 def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back():
     rungs = ladder(cpu=True)
-    assert [r.keep_memory for r in rungs] == [False] * 6 + [True]
-    assert rungs[-1].compiled and rungs[-2].compiled and not rungs[-3].compiled
+    assert [r.keep_memory for r in rungs] == [False] * 7 + [True]
+    assert rungs[-1].compiled and rungs[-2].compiled and rungs[-3].regional and not rungs[-4].regional
 
 
 def test_a_rung_after_a_rejected_one_builds_on_the_best_settings():
-    base, half, dpm, layout, padded, compiled = ladder()
-    assert build_on(padded, compiled, padded) == compiled  # everything kept: the plan itself
+    base, half, dpm, layout, padded, regional, compiled = ladder()
+    assert build_on(regional, compiled, regional) == compiled  # everything kept: the plan itself
     assert build_on(base, half, None) == half
     # Padding rejected: compiling builds on channels-last + fused QKV, without the padding.
-    rung = build_on(layout, compiled, padded)
-    assert rung.name == compiled.name and rung.compiled and rung.channels_last and not rung.pad_heads
+    rung = build_on(layout, regional, padded)
+    assert rung.name == regional.name and rung.regional and rung.channels_last and not rung.pad_heads
+    # Regional compilation rejected: the whole-model compile builds on the best eager rung.
+    rung = build_on(layout, compiled, regional)
+    assert rung.compiled and not rung.regional and rung.channels_last
     # Half precision rejected: DPM-Solver++ runs in float32.
     rung = build_on(base, dpm, half)
     assert (rung.half, rung.solver, rung.steps) == (False, "dpm", 20)
@@ -51,9 +64,14 @@ def test_a_rung_after_a_rejected_one_builds_on_the_best_settings():
 
 
 def test_a_rung_is_kept_unless_slower_than_the_best_so_far():
-    assert keeps(10.0, None)
-    assert keeps(9.0, 10.0) and keeps(10.0, 10.0)
-    assert not keeps(10.5, 10.0)
+    plain, regional = Rung("plain"), Rung("regional", regional=True)
+    best = {"e2e s": 10.0, "unet s/step": 0.5}
+    assert keeps(plain, {"e2e s": 10.0}, None)
+    assert keeps(plain, {"e2e s": 9.0}, best) and keeps(plain, {"e2e s": 10.0}, best)
+    assert not keeps(plain, {"e2e s": 10.5}, best)
+    # Regional compilation is judged per UNet step (it leaves the decoder eager), not end to end.
+    assert keeps(regional, {"e2e s": 10.5, "unet s/step": 0.45}, best)
+    assert not keeps(regional, {"e2e s": 9.0, "unet s/step": 0.55}, best)
 
 
 class FakeBench:
@@ -81,18 +99,19 @@ class FakeBench:
 
 def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
     plan = ladder(steps=2, baseline_steps=3)
-    base, half, dpm, layout, padded, compiled = plan
+    base, half, dpm, layout, padded, regional, compiled = plan
     fake = FakeBench({base.name: 8.0, half.name: 4.0, dpm.name: 2.0, layout.name: 1.5, padded.name: 1.8,
-                      compiled.name: 1.2})
+                      regional.name: 1.4, compiled.name: 1.2})
     args = argparse.Namespace(approx=True, approx_steps=1, budget=1e9, direct_limit=1e9)
     rows = climb(fake, plan, args, time.perf_counter(), {"float32": 1.0})
-    assert [r["kept"] for r in rows] == ["yes", "yes", "yes", "yes", "no", "yes", "-"]
+    assert [r["kept"] for r in rows] == ["yes", "yes", "yes", "yes", "no", "yes", "yes", "-", "-", "-"]
     assert "kept: no" in capsys.readouterr().out
     applied = {r.name: r for r in fake.applied}
     assert applied[padded.name].pad_heads
     assert applied[compiled.name].compiled and not applied[compiled.name].pad_heads  # built on the best
-    approx = fake.applied[-1]
-    assert not approx.exact and approx.compiled and not approx.pad_heads and approx.steps == 1
+    fewer, tome, cache = fake.applied[-3:]
+    assert not fewer.exact and fewer.compiled and not fewer.pad_heads and fewer.steps == 1
+    assert tome.tome and cache.deepcache and not (tome.compiled or cache.compiled) and tome.steps == 2
     assert rows[0]["unet % peak"] == pytest.approx(50.0)
     assert rows[-1]["max diff"] == 0.0
 
@@ -171,9 +190,11 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
     assert re.search(r"^speedup: \d+\.\dx$", out.strip().splitlines()[-1])
     assert re.search(r"^bench: CPU .+; (unknown|AMX (yes|no), AVX-512 BF16 (yes|no), AVX-512 (yes|no))$", out, re.M)
     assert re.search(r"^bench: peak matrix multiply .*float32 [\d.]+ TFLOP/s, bfloat16 [\d.]+ TFLOP/s$", out, re.M)
-    assert out.count("[") >= 6  # a progress line per rung
+    assert out.count("[") >= 8  # a progress line per rung
     df = pd.read_csv(tmp_path / "bench.csv", index_col="rung")
-    assert len(df) == 6 and list(df["kind"]) == ["exact"] * 5 + ["approximate"]
+    assert len(df) == 8 and list(df["kind"]) == ["exact"] * 5 + ["approximate"] * 3
+    names = [name.split(",")[0] for name in df.index[-2:]]
+    assert names == ["approx: token merging 0.5", "approx: DeepCache interval 3"]
     for column in ("unet s/step", "it/s", "vae decode s", "e2e s", "e2e how", "speedup", "TFLOP/s", "unet % peak",
                    "kept"):
         assert column in df.columns
@@ -181,11 +202,12 @@ def test_bench_runs_on_tiny_and_writes_its_table(tmp_path, capsys):
     assert ("core-s/image" in df.columns) == (pick_device().type == "cpu")
     assert set(df["e2e how"]) <= {"measured", "estimated", "at least"}  # at least: emulated bfloat16
     assert df["speedup"].iloc[0] == 1.0
-    assert df["kept"].iloc[0] == "yes" and set(df["kept"].iloc[:-1]) <= {"yes", "no"} and df["kept"].iloc[-1] == "-"
+    assert df["kept"].iloc[0] == "yes" and set(df["kept"].iloc[:5]) <= {"yes", "no"}
+    assert (df["kept"].iloc[5:] == "-").all()
     assert df["unet % peak"].notna().all() and (df["unet % peak"] >= 0).all()  # tiny is far below the peak
-    assert df["max diff"].notna().iloc[-1] and df["max diff"].isna().iloc[:-1].all()
+    assert df["max diff"].notna().iloc[5:].all() and df["max diff"].isna().iloc[:5].all()  # each approximation's
     meta = json.loads((tmp_path / "bench.json").read_text())
-    assert meta["model"] == "tiny" and len(meta["rows"]) == 6
+    assert meta["model"] == "tiny" and len(meta["rows"]) == 8
     assert set(meta["peak TFLOP/s"]) == {"float32", "bfloat16"} and meta["isa"] and meta["cpu"]
 
 

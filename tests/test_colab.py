@@ -17,7 +17,10 @@ COLAB = {"torch", "numpy", "pandas", "matplotlib", "ipywidgets", "ipython", "psu
 BROUGHT_BY = {"huggingface-hub": "diffusers", "packaging": "diffusers", "filelock": "diffusers"}  # dependencies
 # Imports made only by the bench's optional peers (pip install -e ".[peers]"), never by a notebook.
 PEERS_EXTRA = {"openvino", "onnxruntime", "onnx", "onnxscript"}
-DISTRIBUTION = {"PIL": "pillow", "IPython": "ipython", "google": "google-colab", "huggingface_hub": "huggingface-hub"}
+# Imported only where installed (04 asks diffusers' is_torchao_available first): an extra, not a dependency.
+OPTIONAL = {"torchao"}
+DISTRIBUTION = {"PIL": "pillow", "IPython": "ipython", "google": "google-colab", "huggingface_hub": "huggingface-hub",
+                "optimum": "optimum-quanto", "DeepCache": "deepcache"}
 
 
 def top_modules(source: str) -> set[str]:
@@ -49,7 +52,7 @@ def needed() -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = {}
     for where, source in sources.items():
         for module in top_modules(source) - set(sys.stdlib_module_names) - {"helpers", "__future__"}:
-            if module in PEERS_EXTRA and where.startswith("helpers/bench/peers"):
+            if module in PEERS_EXTRA and where.startswith("helpers/bench/peers") or module in OPTIONAL:
                 continue
             wanted.setdefault(DISTRIBUTION.get(module, module).lower(), set()).add(where)
     return wanted
@@ -82,6 +85,12 @@ def test_every_colab_cell_is_the_same():
     cells = {next(c.source for c in nbformat.read(p, as_version=4).cells if "google.colab" in c.source)
              for p in NOTEBOOKS}
     assert len(cells) == 1
+
+
+def test_optional_imports_are_an_extra():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    offered = {re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower() for reqs in extras.values() for r in reqs}
+    assert OPTIONAL | PEERS_EXTRA <= offered
 
 
 def test_everything_imported_is_a_declared_dependency():

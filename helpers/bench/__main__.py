@@ -98,7 +98,7 @@ def report(rows: list[dict], bench: Bench, args, peak: dict[str, float], start: 
     write_figures(table, args.out, {
         "device": device_name(device), "cpu": cpu_model(), "isa": isa_line(), "peak TFLOP/s": peak,
         "model": args.model, "height": bench.height, "width": bench.width, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "compile_s": bench.compile_s, "compiled graphs": bench.graphs,
+        "torch": torch.__version__, "compile s": bench.compile_s, "compiled graphs": bench.graphs,
         "flops": bench.flops})
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table)

@@ -16,7 +16,7 @@ def format_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "image"} for r in rows]).set_index("rung")
     return df.round({"unet s/step": 3, "it/s": 2, "vae decode s": 3, "text s": 3, "e2e s": 2, "speedup": 2,
                      "TFLOP/s": 2, "unet TFLOP/s": 2, "unet % peak": 1, "core-s/image": 1, "max diff": 1,
-                     "mean diff": 2})
+                     "mean diff": 2, "compile s": 1})
 
 
 def write_figures(table: pd.DataFrame, out: Path, meta: dict) -> None:
@@ -66,7 +66,9 @@ def _lessons(rows: list[dict]) -> list[str]:
             lessons.append("baseline: float32, PNDM 50 steps (steps 1-2)" if row.get("dtype") == "float32"
                            and row.get("solver", "pndm") == "pndm" else "baseline")
         elif row.get("kind") == "approximate":
-            lessons.append("beyond the guide: fewer steps than 20, an approximation")
+            how = ("token merging" if "token merging" in str(row.get("rung")) else
+                   "step caching (DeepCache)" if "DeepCache" in str(row.get("rung")) else "fewer steps than 20")
+            lessons.append(f"beyond the guide: {how}, an approximation")
         elif row.get("kind") == "peer":
             lessons.append("another engine on the same machine, for comparison (not a rung)")
         else:

@@ -23,14 +23,17 @@ class Rung:
     steps: int = 50
     channels_last: bool = False  # with fused QKV projections
     pad_heads: bool = False
-    compiled: bool = False
+    regional: bool = False  # torch.compile of the UNet's repeated blocks only (compile_repeated_blocks)
+    compiled: bool = False  # torch.compile of the whole UNet and VAE decoder
     keep_memory: bool = False
+    tome: float = 0.0  # token merging's ratio (tomesd); 0: off
+    deepcache: int = 0  # DeepCache's interval (a full UNet step every N steps); 0: off
     exact: bool = True
 
 
 # Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
 # allocator setting cannot be taken off at all).
-UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "compiled")
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "regional", "compiled", "tome", "deepcache")
 
 
 def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
@@ -40,8 +43,9 @@ def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
     layout = replace(dpm, name="+ channels_last + fused QKV", channels_last=True)
     padded = replace(layout, name=f"+ attention heads padded to x{PAD_MULTIPLE}", pad_heads=True)
-    compiled = replace(padded, name="+ torch.compile", compiled=True)
-    rungs = [base, half, dpm, layout, padded, compiled]
+    regional = replace(padded, name="+ regional torch.compile (repeated blocks)", regional=True)
+    compiled = replace(regional, name="+ torch.compile (whole UNet and decoder)", regional=False, compiled=True)
+    rungs = [base, half, dpm, layout, padded, regional, compiled]
     if cpu and sys.platform.startswith("linux"):
         rungs.append(replace(compiled, name="+ allocator keeps freed memory", keep_memory=True))
     return rungs
@@ -56,14 +60,19 @@ def build_on(best: Rung, rung: Rung, before: Rung | None) -> Rung:
     return replace(best, **changes)
 
 
-def keeps(e2e: float, best_e2e: float | None) -> bool:
-    """Whether a rung of ``e2e`` seconds per image is kept: it is not slower than the best rung so far."""
-    return best_e2e is None or e2e <= best_e2e
+def keeps(rung: Rung, row: dict, best_row: dict | None) -> bool:
+    """Whether a rung is kept: it is not slower than the best rung so far, end to end; regional compilation, which
+    leaves the decoder alone, per UNet step."""
+    if best_row is None:
+        return True
+    key = "unet s/step" if rung.regional else "e2e s"
+    return row[key] <= best_row[key]
 
 
 def seconds_needed(rung: Rung, current: Rung) -> int:
     """The budget a rung needs to start: minutes when it compiles (on a CPU and on a GPU alike), else 30 s."""
-    return 240 if rung.compiled and not current.compiled else 30
+    compiles = (rung.compiled and not current.compiled) or (rung.regional and not current.regional)
+    return 240 if compiles else 30
 
 
 def approximate(best: Rung, steps: int) -> Rung:
@@ -71,14 +80,26 @@ def approximate(best: Rung, steps: int) -> Rung:
     return replace(best, name=f"approx: {best.name.lstrip('+ ')}, {steps} steps", steps=steps, exact=False)
 
 
-def planned_rungs(plan: list[Rung], whole: list[Rung], approx: bool):
-    """Each planned rung with its predecessor in ``whole`` (None for the first), then (None, None) for the
-    approximate rung when asked."""
+def approximations(best: Rung, steps: int, tome: float = 0.5, interval: int = 3) -> list[Rung]:
+    """The approximate rungs of ``--approx``: fewer steps; then token merging and DeepCache at the best rung's steps.
+
+    The last two patch the UNet's blocks, which a compiled UNet would have to compile again (minutes): they build on
+    the best exact rung's settings without torch.compile.
+    """
+    eager = replace(best, compiled=False, regional=False, exact=False)
+    return [approximate(best, steps),
+            replace(eager, name=f"approx: token merging {tome}, {best.steps} steps", tome=tome),
+            replace(eager, name=f"approx: DeepCache interval {interval}, {best.steps} steps", deepcache=interval)]
+
+
+def planned_rungs(plan: list[Rung], whole: list[Rung], approx: int):
+    """Each planned rung with its predecessor in ``whole`` (None for the first), then (None, i) for each of the
+    ``approx`` approximate rungs."""
     for planned in plan:
         index = whole.index(planned)
         yield planned, whole[index - 1] if index else None
-    if approx:
-        yield None, None
+    for i in range(approx):
+        yield None, i
 
 
 def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
@@ -90,13 +111,14 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
     """
     whole = whole or plan
     rows, best, best_row = [], None, None
-    total = len(plan) + args.approx
-    for number, (planned, before) in enumerate(planned_rungs(plan, whole, args.approx), 1):
-        # 1. The rung's settings: the best so far plus this rung's own change, or fewer steps for the approximate one
+    extra = 3 if args.approx else 0  # fewer steps, token merging, DeepCache
+    total = len(plan) + extra
+    for number, (planned, before) in enumerate(planned_rungs(plan, whole, extra), 1):
+        # 1. The rung's settings: the best so far plus this rung's own change, or an approximation of the best
         if planned is None:
             if best is None:
                 break
-            rung = approximate(best, args.approx_steps)
+            rung = approximations(best, args.approx_steps)[before]
         else:
             rung = build_on(best or whole[0], planned, before)
         # 2. Time left for it?
@@ -107,6 +129,10 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
                   f"left and it needs about {needs} s", flush=True)
             continue
         # 3. Apply and time it
+        if (rung.tome or rung.deepcache) and best_row["e2e s"] > left / 3:
+            print(f"[{number}/{total}] {rung.name}: skipped, timed end to end only and the best rung's "
+                  f"{best_row['e2e s']:.0f} s per image is over a third of the {left:.0f} s left", flush=True)
+            continue
         print(f"[{number}/{total}] {rung.name} ...", flush=True)
         bench.apply(rung)
         if bench.memory_kept and not rung.keep_memory:
@@ -117,14 +143,14 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
             row = bench.time_rung(rung, max(args.direct_limit, left / 3) if last_or_approximate else args.direct_limit,
                                   best_row["e2e s"] if best_row else None)
         except Exception as err:  # e.g. torch.compile without a working C++ compiler
-            if not rung.compiled:
+            if not (rung.compiled or rung.regional):
                 raise
             print(f"    skipped: torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0]})")
             continue
         # 4. Keep it if it is not slower than the best; an approximate rung is compared pixel by pixel instead
         row["unet % peak"] = percent_of_peak(row["unet TFLOP/s"], row["dtype"], peak)
         if rung.exact:
-            kept = keeps(row["e2e s"], best_row["e2e s"] if best_row else None)
+            kept = keeps(rung, row, best_row)
             row["kept"] = "yes" if kept else "no"
             if kept:
                 best, best_row = rung, row
@@ -134,7 +160,7 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
         rows.append(row)
         print(f"    unet {row['unet s/step']:.3f} s/step ({row['unet % peak'] or 0:.0f} % of peak), decode "
               f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}), kept: {row['kept']}"
-              + (f", compile took {bench.compile_s:.0f} s" if rung.compiled and rung.exact else ""), flush=True)
+              + (f", compile took {row['compile s']:.0f} s" if "compile s" in row else ""), flush=True)
     return rows
 
 

@@ -63,9 +63,10 @@ class Bench:
         self.flops = count_flops(self.pipe, self.height, self.width)
         self.current = Rung("")  # the settings the pipeline has now
         self.memory_kept = False  # glibc's setting, once made, holds for the rest of the process
-        self.compile_s = 0.0
+        self.compile_s = {}  # seconds of the first calls (compiling included) of each compiled rung, by name
         self.graphs = 0  # graphs torch.compile made, warm-up included
         self.freezing_before = None  # inductor's freezing setting before the compiled rung changed it
+        self.cache = None  # DeepCache's helper while a rung uses it
 
     # 1. Settings on and off
 
@@ -78,8 +79,8 @@ class Bench:
             inductor.freezing, self.freezing_before = self.freezing_before, None
 
     def reload(self) -> None:
-        """A freshly loaded pipeline in float32 with PNDM, nothing compiled: the way to take settings off."""
-        self.pipe = None
+        """A freshly loaded pipeline in float32 with PNDM, nothing compiled or patched: the way to take settings off."""
+        self.pipe = self.cache = None
         self.uncompile()
         flush()
         self.pipe = load_pipeline(self.model, dtype=torch.float32, device=self.device, quiet=True)
@@ -105,16 +106,30 @@ class Bench:
                 pipe.fuse_qkv_projections()  # this also resets the attention processors: pad after it
             if rung.pad_heads and (fused or not current.pad_heads):
                 pad_attention_heads(pipe.unet, PAD_MULTIPLE)
-            if rung.compiled and not current.compiled:
+            if (rung.compiled and not current.compiled) or (rung.regional and not current.regional):
                 import torch._inductor.config as inductor
 
                 # Freezing folds the weights into the graph so that oneDNN can pre-pack them (CPU inference).
                 # Inductor reads it when it compiles, which happens at the first call: so it is set for the
                 # rest of the process, not only around the warm-up, and any later recompile is frozen too.
-                self.freezing_before = inductor.freezing
+                if self.freezing_before is None:
+                    self.freezing_before = inductor.freezing
                 inductor.freezing = self.device.type == "cpu"
-                pipe.unet.compile(fullgraph=True)
-                pipe.vae.decoder.compile(fullgraph=True)
+                if rung.compiled:
+                    pipe.unet.compile(fullgraph=True)
+                    pipe.vae.decoder.compile(fullgraph=True)
+                else:  # the repeated block (the UNet names it), compiled once and reused by every copy
+                    pipe.unet.compile_repeated_blocks(fullgraph=True)
+            if rung.tome and not current.tome:
+                import tomesd
+
+                tomesd.apply_patch(pipe, ratio=rung.tome, use_rand=False)
+            if rung.deepcache and not current.deepcache:
+                from DeepCache import DeepCacheSDHelper
+
+                self.cache = DeepCacheSDHelper(pipe=pipe)
+                self.cache.set_params(cache_interval=rung.deepcache, cache_branch_id=0)
+                self.cache.enable()
             if rung.keep_memory and not self.memory_kept:
                 keep_freed_memory()
                 self.memory_kept = True
@@ -125,7 +140,7 @@ class Bench:
     @contextlib.contextmanager
     def quiet_compiler(self):
         """Hide dynamo's notes about diffusers' internals (not about the results) while a compiled rung runs."""
-        if not self.current.compiled:
+        if not (self.current.compiled or self.current.regional):
             yield
             return
         import warnings
@@ -163,21 +178,24 @@ class Bench:
         When ``rung.steps`` times the first UNet call already exceeds twice ``best_e2e``, the rung cannot be
         kept: it is timed no further, and its end-to-end time is that lower bound (``e2e how``: 'at least').
         """
+        if rung.deepcache:
+            return self.time_whole(rung)
         calls = self.calls()
+        compiles = self.current.compiled or self.current.regional
         with self.quiet_compiler():
             warm = time.perf_counter()
-            if self.current.compiled:
+            if compiles:
                 self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             calls["unet"]()  # these first calls are the warm-up
-            if not self.current.compiled and best_e2e and rung.steps * (time.perf_counter() - warm) > 2 * best_e2e:
+            if not compiles and best_e2e and rung.steps * (time.perf_counter() - warm) > 2 * best_e2e:
                 return self.hopeless(rung, time.perf_counter() - warm)
             calls["vae"]()
             first = time.perf_counter() - warm
-            graphs = compiled_graphs() if self.current.compiled else None
+            graphs = compiled_graphs() if compiles else None
             text, unet, vae = (time_it(calls[key], repeats=self.repeats, warmup=0) for key in ("text", "unet", "vae"))
-        if self.current.compiled and not self.compile_s:
-            self.compile_s = first
         row = self.row(rung, unet.median, vae.median, text.median)
+        if compiles and rung.exact:
+            row["compile s"] = self.compile_s[rung.name] = first
         if row["e2e s"] <= direct_limit:
             with self.quiet_compiler():
                 run = time_it(lambda: self.generate(rung.steps), repeats=1, warmup=0)
@@ -187,6 +205,21 @@ class Bench:
             self.graphs = compiled_graphs()
             if self.graphs != graphs:
                 print(f"    note: torch.compile made {self.graphs - graphs} more graph(s) while timing")
+        self.add_rates(row, rung.steps)
+        return row
+
+    def time_whole(self, rung: Rung) -> dict:
+        """A rung whose UNet step cannot be timed alone (DeepCache reuses features across steps): whole pictures.
+
+        The text encoder and the decode are timed apart; the UNet's seconds per step are what is left, shared out.
+        """
+        calls = self.calls()
+        self.generate(2)  # warm-up
+        text, vae = (time_it(calls[key], repeats=self.repeats, warmup=0) for key in ("text", "vae"))
+        run = time_it(lambda: self.generate(rung.steps), repeats=1, warmup=0)
+        unet_s = max(run.median - text.median - vae.median, 1e-9) / rung.steps
+        row = self.row(rung, unet_s, vae.median, text.median)
+        row["e2e s"], row["e2e how"], row["image"] = run.median, "measured", run.value
         self.add_rates(row, rung.steps)
         return row
 

@@ -23,14 +23,30 @@ def prompt_grid(name_background: bool = False) -> list[dict]:
     return rows
 
 
-def judge_prompts(pipeline, asks: list[dict], seeds, steps: int = 20, batch_size: int = 24, **kwargs) -> pd.DataFrame:
+def judge_pictures(images, asks: list[dict], **columns) -> pd.DataFrame:
+    """Judge each picture against what its ask asks for (04): one row per picture, as ``judge_prompts`` gives."""
+    rows = []
+    for ask, image in zip(asks, images, strict=True):
+        colour, shape, background = judge(image)
+        rows.append(dict(ask, got_colour=colour, got_shape=shape, got_background=background, **columns))
+    table = pd.DataFrame(rows)
+    table["ok_colour"] = table.got_colour == table.colour
+    table["ok_shape"] = table["got_shape"] == table["shape"]
+    table["ok_both"] = table.ok_colour & table.ok_shape
+    table["ok_background"] = table.background.isna() | (table.got_background == table.background)
+    return table
+
+
+def judge_prompts(pipeline, asks: list[dict], seeds, steps: int = 20, batch_size: int = 24, keep: list | None = None,
+                  **kwargs) -> pd.DataFrame:
     """Generate every prompt in ``asks`` once per seed (CPU generators) and judge each picture: one row per picture.
 
     Columns: what was asked (prompt, colour, shape, background), seed, what the judge saw (got_*), whether it matched
-    (ok_colour, ok_shape, ok_background, ok_both) and seconds per picture (the batch's time shared out).
+    (ok_colour, ok_shape, ok_background, ok_both) and seconds per picture (the batch's time shared out). The pictures
+    are appended to ``keep`` when it is given.
     """
     jobs = [dict(ask, seed=seed) for ask in asks for seed in seeds]
-    rows = []
+    tables = []
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         generators = [torch.Generator("cpu").manual_seed(job["seed"]) for job in batch]
@@ -38,15 +54,10 @@ def judge_prompts(pipeline, asks: list[dict], seeds, steps: int = 20, batch_size
         images = pipeline([job["prompt"] for job in batch], generator=generators, num_inference_steps=steps,
                           output_type="np", **kwargs).images
         seconds = (time.perf_counter() - tic) / len(batch)
-        for job, image in zip(batch, images, strict=True):
-            colour, shape, background = judge(image)
-            rows.append(dict(job, got_colour=colour, got_shape=shape, got_background=background, seconds=seconds))
-    table = pd.DataFrame(rows)
-    table["ok_colour"] = table.got_colour == table.colour
-    table["ok_shape"] = table["got_shape"] == table["shape"]
-    table["ok_both"] = table.ok_colour & table.ok_shape
-    table["ok_background"] = table.background.isna() | (table.got_background == table.background)
-    return table
+        tables.append(judge_pictures(images, batch, seconds=seconds))
+        if keep is not None:
+            keep.extend(images)
+    return pd.concat(tables, ignore_index=True)
 
 
 def adherence(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame | pd.Series:
