@@ -164,3 +164,28 @@ def test_same_seed_in_two_processes_gives_the_same_image(model):
     outputs = [subprocess.run([sys.executable, "-c", _DRAW, model], cwd=ROOT, capture_output=True, text=True,
                               timeout=300, check=True).stdout for _ in range(2)]
     assert outputs[0] == outputs[1] and outputs[0].strip()
+
+
+def test_stray_colour_is_none_in_renders_and_found_where_planted():
+    from helpers.shapes.evaluate import has_stray_colour, stray_pixels, stray_pixels_generated
+    from helpers.shapes.world import shape_mask
+
+    rng = random.Random(7)
+    for scene in [sample_scene(rng) for _ in range(100)]:
+        picture = np.asarray(render(scene))
+        assert stray_pixels(picture, scene) == stray_pixels_generated(picture) == 0
+        assert not has_stray_colour(picture, scene) and not has_stray_colour(picture)
+    scene = sample_scene(random.Random(0), "red", "circle", "gray")
+    mask = shape_mask(scene)
+    ys, xs = np.nonzero(mask)
+    picture = np.asarray(render(scene)).copy()
+    picture[ys.min() - 2, xs[ys == ys.min()][0]] = (0, 255, 255)  # 2 px above the outline: the margin allows it
+    assert stray_pixels(picture, scene) == 0
+    far = (ys.max() + 5, xs.max() + 5) if ys.max() + 5 < SIZE else (ys.min() - 6, xs.min() - 6)
+    picture[far] = (128 + 41, 128, 128)  # 41 levels off the gray background in one channel
+    assert stray_pixels(picture, scene) == stray_pixels_generated(picture) == 1
+    assert has_stray_colour(picture, scene) and not has_stray_colour(picture)  # one pixel: a generated picture may
+    picture[far[0] : far[0] + 2, far[1] : far[1] + 2] = (128, 128, 128 - 60)  # a 2x2 speck
+    assert stray_pixels_generated(picture) == 4 and has_stray_colour(picture)
+    shifted = np.clip(np.asarray(render(scene)).astype(int) + 40, 0, 255).astype(np.uint8)
+    assert stray_pixels(shifted, scene) == 0  # a background 40 levels off still counts as the background

@@ -6,11 +6,15 @@ import itertools
 import random
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .judge import judge
-from .world import BACKGROUNDS, COLOURS, SHAPES
+from .judge import _as_array, _largest_blob, analyse, judge
+from .world import BACKGROUNDS, COLOURS, SHAPES, Scene, shape_mask
+
+STRAY_LEVELS = 40  # a pixel is off the background if any channel differs from it by more than this (of 255)
+STRAY_MARGIN = 2  # pixels this close to the shape (its true outline, or a generated picture's blob) never count
 
 
 def prompt_grid(name_background: bool = False) -> list[dict]:
@@ -75,6 +79,54 @@ def held_out_pictures(n: int = 256, seed: int = 20_000) -> torch.Tensor:
     from .train import pictures
 
     return pictures(random.Random(seed), n)[0]
+
+
+def _dilate(mask: np.ndarray, by: int) -> np.ndarray:
+    """``mask`` grown by ``by`` pixels in every direction, diagonals included (a square max filter)."""
+    padded = np.pad(mask, by)
+    size = 2 * by + 1
+    h, w = mask.shape
+    return np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(size) for dx in range(size)]).any(0)
+
+
+def _off_background(image, background: str) -> np.ndarray:
+    """Pixels that differ from the named background colour by more than ``STRAY_LEVELS`` in any channel."""
+    rgb = _as_array(image).astype(np.int16)
+    return (np.abs(rgb - np.array(BACKGROUNDS[background])) > STRAY_LEVELS).any(-1)
+
+
+def stray_pixels(image, scene: Scene) -> int:
+    """How many pixels off the background lie beyond the scene's true outline dilated by 2 px: 0 for its render."""
+    return int((_off_background(image, scene.background) & ~_dilate(shape_mask(scene), STRAY_MARGIN)).sum())
+
+
+def stray_pixels_generated(image) -> int:
+    """How many pixels off the (judged) background lie more than 2 px from the largest blob of such pixels."""
+    off = _off_background(image, analyse(image).background)
+    if not off.any():
+        return 0
+    return int((off & ~_dilate(_largest_blob(off), STRAY_MARGIN)).sum())
+
+
+def has_stray_colour(image, scene: Scene | None = None) -> bool:
+    """Whether a picture shows stray colour: any stray pixel given its scene, more than 3 for a generated one."""
+    return stray_pixels(image, scene) > 0 if scene is not None else stray_pixels_generated(image) > 3
+
+
+def reconstruct(vae, pictures: torch.Tensor) -> np.ndarray:
+    """A VAE's reconstructions (latent mean, decoded) of pictures in [-1, 1], as uint8 (n, 64, 64, 3)."""
+    with torch.no_grad():
+        out = torch.cat([vae.decode(vae.encode(x).latent_dist.mode()).sample for x in pictures.split(32)])
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def vae_stray_rate(vae, n: int = 400, seed: int = 20_000) -> float:
+    """Share (%) of ``n`` held-out pictures whose reconstruction shows stray colour beyond the true outline."""
+    from .train import pictures
+
+    images, scenes = pictures(random.Random(seed), n)
+    recons = reconstruct(vae.float().cpu(), images)
+    return 100 * float(np.mean([has_stray_colour(r, s) for r, s in zip(recons, scenes, strict=True)]))
 
 
 def vae_psnr(vae, pictures: torch.Tensor) -> float:

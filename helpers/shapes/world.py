@@ -87,15 +87,25 @@ def sample_scene(rng: random.Random, colour=None, shape=None, background=None) -
     )
 
 
-def render(scene: Scene) -> Image.Image:
-    """Draw a scene as a 64x64 RGB picture."""
+def _draw(scene: Scene, mode: str, background, fill) -> Image.Image:
+    """The scene's shape drawn at 4x in ``fill`` on ``background`` and scaled down to 64x64."""
     big = SIZE * SUPERSAMPLE
-    picture = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+    picture = Image.new(mode, (big, big), background)
     outline = _outline(scene.shape, scene.angle) * scene.box
     centre = outline.min(0) + (outline.max(0) - outline.min(0)) / 2  # centre the bounding box, not the centroid
     points = (outline - centre + (scene.cx, scene.cy)) * SUPERSAMPLE
-    ImageDraw.Draw(picture).polygon([tuple(p) for p in points], fill=COLOURS[scene.colour])
+    ImageDraw.Draw(picture).polygon([tuple(p) for p in points], fill=fill)
     return picture.resize((SIZE, SIZE), Image.Resampling.BOX)
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw a scene as a 64x64 RGB picture."""
+    return _draw(scene, "RGB", BACKGROUNDS[scene.background], COLOURS[scene.colour])
+
+
+def shape_mask(scene: Scene) -> np.ndarray:
+    """A (64, 64) boolean mask of the pixels that the scene's shape covers at all, as ``render`` draws it."""
+    return np.asarray(_draw(scene, "L", 0, 255)) > 0
 
 
 def sample_batch(rng: random.Random, n: int) -> tuple[np.ndarray, list[Scene]]:
