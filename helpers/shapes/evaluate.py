@@ -137,7 +137,8 @@ def vae_psnr(vae, pictures: torch.Tensor) -> float:
 
 
 def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None) -> pd.DataFrame:
-    """The eval command: adherence per colour and shape under DPM-Solver++ 20 and PNDM 50, background, VAE PSNR."""
+    """The eval command: adherence per colour and shape under DPM-Solver++ 20 and PNDM 50, background, and stray
+    colour in generated pictures; both VAEs' PSNR and stray colour on held-out pictures."""
     from diffusers import AutoencoderKL, DiffusionPipeline, DPMSolverMultistepScheduler
 
     from ..device import pick_device
@@ -149,10 +150,11 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
     dpm = DPMSolverMultistepScheduler.from_config(pndm.config)
     print(f"model {model} on {device.type}; {seeds} seeds per prompt, guidance 7.5 (the pipeline's default)")
 
-    results, tables = {}, {}
+    results, tables, generated = {}, {}, []
     for label, scheduler, steps in (("DPM-Solver++ 20", dpm, 20), ("PNDM 50", pndm, 50)):
         pipeline.scheduler = scheduler
-        tables[label] = judge_prompts(pipeline, prompt_grid(), range(seeds), steps=steps)
+        keep = generated if scheduler is dpm else None
+        tables[label] = judge_prompts(pipeline, prompt_grid(), range(seeds), steps=steps, keep=keep)
         results[label] = adherence(tables[label])
         print(f"{label}: {tables[label].seconds.mean():.3f} s per picture")
     for by in ("colour", "shape"):
@@ -160,14 +162,18 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
         print(pd.concat({label: adherence(t, by) for label, t in tables.items()}, axis=1).to_string())
 
     pipeline.scheduler = dpm
-    named = judge_prompts(pipeline, prompt_grid(name_background=True), range(2), steps=20)
+    named = judge_prompts(pipeline, prompt_grid(name_background=True), range(2), steps=20, keep=generated)
     print("\nprompts naming the background (DPM-Solver++ 20, 2 seeds each):")
     print(adherence(named, "background").to_string())
+    stray = 100 * np.mean([has_stray_colour((image * 255).round().astype(np.uint8)) for image in generated])
+    print(f"stray colour in generated pictures (DPM-Solver++ 20): {stray:.1f} % of {len(generated)}")
 
     pictures = held_out_pictures()
     tuned = AutoencoderKL.from_pretrained(vae_ft, use_safetensors=True)
     print(f"\nVAE PSNR on {len(pictures)} held-out pictures: {model}/vae {vae_psnr(pipeline.vae, pictures):.2f} dB,"
           f" {vae_ft} {vae_psnr(tuned, pictures):.2f} dB")
+    print(f"VAE reconstructions with stray colour (400 held-out pictures): {model}/vae "
+          f"{vae_stray_rate(pipeline.vae):.1f} %, {vae_ft} {vae_stray_rate(tuned):.1f} %")
     summary = pd.DataFrame(results).T
     print("\n" + summary.to_string())
     best = results["DPM-Solver++ 20"]

@@ -32,16 +32,13 @@ class Config:
 
     seed: int = 0
     vae_channels: tuple[int, ...] = (32, 64, 64)
-    # 1000 VAE steps (500 before) and 300 + 300 decoder steps on the posterior's mean (300 + 200 on samples) took
-    # held-out PSNR from 27.9 to 29.4 dB (pipeline VAE) and 28.8 to 30.2 dB (fine-tuned), and the reconstructions
-    # with stray colour from 47 to 17 % and 28 to 11 % (evaluate.vae_stray_rate, 400 pictures).
-    vae_steps: int = 1000
+    vae_steps: int = 500
     vae_batch: int = 32
     vae_lr: float = 2e-3
     kl_weight: float = 1e-6
     decoder_steps: int = 300
     decoder_lr: float = 3e-4
-    decoder_more_steps: int = 300  # phase 4: the fine-tuned VAE
+    decoder_more_steps: int = 200  # phase 4: the fine-tuned VAE
     unet_channels: tuple[int, ...] = (64, 128, 128)
     text_width: int = 64
     text_layers: int = 2
@@ -68,9 +65,16 @@ class Config:
                    eval_pictures=8)
 
 
-def autocast_dtype() -> torch.dtype:
-    """The dtype of the VAE's CPU autocast in every phase: bfloat16, native on this Xeon's AMX."""
-    return torch.bfloat16
+def vae_autocast():
+    """The VAE's CPU autocast in every phase: bfloat16 where the CPU computes it natively, else off (float32).
+
+    The tutorial's precision policy (``device.recipe_dtype``): on a CPU that emulates bfloat16 it would be many times
+    slower than float32. The same seeds give other weights in float32 than in bfloat16: the shipped ones are
+    bfloat16's, and ``make shapes`` remakes them byte for byte only on a CPU with native bfloat16.
+    """
+    from ..device import recipe_dtype
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe_dtype("cpu") == torch.bfloat16)
 
 
 def pictures(rng: random.Random, n: int) -> tuple[torch.Tensor, list]:
@@ -132,13 +136,8 @@ def contiguous_group_norms(model):
             handle.remove()
 
 
-def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Random, desc: str,
-              mode: bool = False) -> list[float]:
-    """Train ``params`` of the VAE to reconstruct rendered pictures (MSE plus a small KL term); returns losses.
-
-    ``mode`` decodes the posterior's mean rather than a sample, as reconstructions and the PSNR do: for the decoder
-    phases, whose encoder is frozen.
-    """
+def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Random, desc: str) -> list[float]:
+    """Train ``params`` of the VAE to reconstruct rendered pictures (MSE plus a small KL term); returns losses."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = _cosine(optimizer, min(cfg.warmup, steps // 10 + 1), steps)
     losses = []
@@ -146,9 +145,9 @@ def train_vae(cfg: Config, vae, steps: int, lr: float, params, rng: random.Rando
     for _ in (bar := tqdm(range(steps), desc=desc, mininterval=2)):
         x = pictures(rng, cfg.vae_batch)[0]
         # bfloat16 is faster here for the VAE's convolutions; NCHW GroupNorms halve the step (0.88 -> 0.41 s).
-        with torch.autocast("cpu", dtype=autocast_dtype()), contiguous_group_norms(vae):
+        with vae_autocast(), contiguous_group_norms(vae):
             posterior = vae.encode(x).latent_dist
-            out = vae.decode(posterior.mode() if mode else posterior.sample()).sample
+            out = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(out.float(), x) + cfg.kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,7 +213,7 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
         ids = tokenizer([random_caption(rng, s, cfg) for s in scenes], padding="max_length",
                         max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         # The frozen encoder: bfloat16 is enough, and NCHW GroupNorms make it 135 -> 93 ms per batch.
-        with torch.no_grad(), torch.autocast("cpu", dtype=autocast_dtype()), contiguous_group_norms(vae):
+        with torch.no_grad(), vae_autocast(), contiguous_group_norms(vae):
             posterior = vae.encode(x).latent_dist
         latents = posterior.sample(generator).float().contiguous(memory_format=torch.channels_last) * scale
         noise = torch.randn(latents.shape, generator=generator)
@@ -283,7 +282,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
         decoded.register_to_config(scaling_factor=vae.config.scaling_factor)
         tic = time.perf_counter()
         train_vae(cfg, _decoder_only(decoded), cfg.decoder_steps, cfg.decoder_lr, decoded.decoder.parameters(), rng,
-                  "vae decoder", mode=True)
+                  "vae decoder")
         report["seconds"]["vae_decoder"] = time.perf_counter() - tic
 
         tokenizer = build_tokenizer(WORDS)
@@ -313,7 +312,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
     tuned.register_to_config(scaling_factor=vae.config.scaling_factor)
     tic = time.perf_counter()
     train_vae(cfg, tuned, cfg.decoder_more_steps, cfg.decoder_lr, tuned.decoder.parameters(),
-              random.Random(cfg.seed + 4), "vae decoder, further", mode=True)
+              random.Random(cfg.seed + 4), "vae decoder, further")
     report["seconds"]["vae_ft"] = time.perf_counter() - tic
     report["seconds"]["total"] = sum(report["seconds"].values())
     report["psnr"].update(vae=psnr(vae, held_out), vae_ft=psnr(tuned, held_out))
