@@ -11,6 +11,16 @@ def pytest_configure(config):
     os.environ.setdefault("EFFICIENT_DIFFUSION_CACHE", tempfile.mkdtemp(prefix="efficient-diffusion-test-"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked other_model run only when -m names them (make test-models), whatever else -m says."""
+    if "other_model" in (config.option.markexpr or ""):
+        return
+    skipped = [item for item in items if item.get_closest_marker("other_model")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if not item.get_closest_marker("other_model")]
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """The tiny preset on the CPU in float32, loaded once for the whole session."""

@@ -7,6 +7,13 @@ import torch
 from helpers.memory import MiB, catch_out_of_memory, find_max_batch, flush, is_out_of_memory, peak_memory
 
 
+@pytest.fixture
+def quick_flush(monkeypatch):
+    """The finder's search logic without its flush(): a full garbage collection of this test process takes
+    about half a second, and the searches below make dozens. flush() itself is tested on its own."""
+    monkeypatch.setattr("helpers.memory.flush", lambda: None)
+
+
 class FakePipeline:
     """Raises CUDA's out-of-memory error above a batch size, like a too-small GPU."""
 
@@ -21,7 +28,7 @@ class FakePipeline:
 
 
 @pytest.mark.parametrize("fits_up_to", [1, 3, 8, 13, 40])
-def test_finder_catches_out_of_memory(fits_up_to):
+def test_finder_catches_out_of_memory(fits_up_to, quick_flush):
     fake = FakePipeline(fits_up_to)
     search = find_max_batch(fake, limit=64, device="cpu")
     assert search.max_batch == fits_up_to
@@ -30,12 +37,12 @@ def test_finder_catches_out_of_memory(fits_up_to):
     assert len(fake.calls) <= 2 * 7  # doubling then bisection, not a linear scan
 
 
-def test_finder_stops_at_the_limit():
+def test_finder_stops_at_the_limit(quick_flush):
     search = find_max_batch(FakePipeline(1000), limit=10, device="cpu")
     assert search.max_batch == 10 and search.consistent()
 
 
-def test_finder_reports_zero_when_nothing_fits():
+def test_finder_reports_zero_when_nothing_fits(quick_flush):
     assert find_max_batch(FakePipeline(0), device="cpu").max_batch == 0
 
 
@@ -106,7 +113,7 @@ def test_measure_times_and_records_peak():
     "Invalid buffer size: 9.50 GB",
     "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB",
 ])
-def test_out_of_memory_errors_that_do_not_say_so(message):
+def test_out_of_memory_errors_that_do_not_say_so(message, quick_flush):
     assert is_out_of_memory(RuntimeError(message))
     search = find_max_batch(lambda b: (_ for _ in ()).throw(RuntimeError(message)) if b > 2 else None,
                             limit=8, device="cpu")
