@@ -30,12 +30,14 @@ $(STAMP): pyproject.toml
 tutorial: setup
 	$(PY) scripts/run_notebooks.py
 
+# Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The notebooks with another model (TUTORIAL_MODEL=tiny): every checked cell must print the same as with shapes.
 test-models: setup
-	$(PY) -m pytest -m other_model
+	$(PY) -m pytest -n $(TEST_WORKERS) -m other_model
 
 bench: setup
 	$(PY) -m helpers.bench $(BENCH_ARGS)

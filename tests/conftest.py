@@ -5,10 +5,14 @@ import torch
 
 
 def pytest_configure(config):
-    """Presets are saved as folders on first use: in a fresh folder per test run, not the user's cache."""
+    """Presets are saved as folders on first use: in a fresh folder per test run, not the user's cache. Under
+    pytest-xdist (make test runs two workers on a 2-core machine), each worker and what it starts gets one thread."""
     import tempfile
 
     os.environ.setdefault("EFFICIENT_DIFFUSION_CACHE", tempfile.mkdtemp(prefix="efficient-diffusion-test-"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
