@@ -171,6 +171,21 @@ def test_bench_calls_the_unet_and_decoder_as_the_pipeline_does():
     assert seen["vae"][0] == seen["vae"][1]
 
 
+def test_only_the_whole_model_compile_freezes_weights():
+    """Regional compilation reuses one graph for every copy of the block: frozen weights would make one per copy."""
+    import torch._inductor.config as inductor
+
+    before = inductor.freezing
+    b = Bench("tiny", torch.device("cpu"), None, None, repeats=1)
+    base, half, dpm, layout, padded, regional, compiled = ladder(steps=1, baseline_steps=1)
+    b.apply(regional)
+    assert inductor.freezing is False
+    b.apply(compiled)  # takes the regional compile off (a reload), then compiles the whole UNet and decoder
+    assert inductor.freezing is True
+    b.uncompile()
+    assert inductor.freezing == before
+
+
 def test_flops_match_the_published_sd15_counts():
     from helpers import presets
 

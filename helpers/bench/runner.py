@@ -112,9 +112,11 @@ class Bench:
                 # Freezing folds the weights into the graph so that oneDNN can pre-pack them (CPU inference).
                 # Inductor reads it when it compiles, which happens at the first call: so it is set for the
                 # rest of the process, not only around the warm-up, and any later recompile is frozen too.
+                # Not for regional compilation: one graph serves every copy of the block only while the weights
+                # are its inputs; frozen, each copy compiles again until dynamo's recompile limit (8) stops it.
                 if self.freezing_before is None:
                     self.freezing_before = inductor.freezing
-                inductor.freezing = self.device.type == "cpu"
+                inductor.freezing = self.device.type == "cpu" and rung.compiled
                 if rung.compiled:
                     pipe.unet.compile(fullgraph=True)
                     pipe.vae.decoder.compile(fullgraph=True)
