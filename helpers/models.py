@@ -213,8 +213,9 @@ def hub_error(repo_id: str, why: str) -> TutorialError:
             "or unset HF_HUB_OFFLINE where the Hub is reachable to download it once.")
     else:
         then = "or, once the model is cached, set HF_HUB_OFFLINE=1 to load it without the network."
-    return TutorialError(f"Could not load {repo_id!r} ({why}). Without the Hub, set {ENV_VAR}=shapes (a small "
-                         f"model shipped with this tutorial), {ENV_VAR}=tiny or {ENV_VAR}=sd15-random, {then}")
+    return TutorialError(f"Could not load {repo_id!r} ({why}). Without the Hub, use shapes (a small model shipped "
+                         f"with this tutorial), tiny or sd15-random: {ENV_VAR}=shapes for the notebooks, --model "
+                         f"shapes for the commands; {then}")
 
 
 def check_hub(repo_id: str, filename: str = "model_index.json") -> None:
@@ -227,7 +228,8 @@ def check_hub(repo_id: str, filename: str = "model_index.json") -> None:
         raise hub_error(repo_id, "offline")
     answer = hub_reachable(timeout=5)
     if not answer.startswith("yes"):
-        raise hub_error(repo_id, f"the Hub is unreachable ({answer}) and it is not cached")
+        detail = answer.removeprefix("no (").removesuffix(")") if answer.startswith("no (") else answer
+        raise hub_error(repo_id, f"it is not cached and the Hub does not answer: {detail}")
 
 
 # 3. Loading, for scripts and tests
@@ -306,7 +308,7 @@ def load_pipeline(model: str | None = None, dtype: str | torch.dtype | None = to
     # The default follows the device the tutorial targets, not where this copy is loaded (e.g. the CPU first).
     model_id = choose_model(None, model, quiet=True)
     if not quiet:
-        print(f"Model: {resolve_model(model)[0]} on {device.type}, {dtype} (set {ENV_VAR} to change)")
+        print(f"Model: {resolve_model(model)[0]} on {device.type}, {dtype} (--model or ${ENV_VAR} to change)")
     pipe = from_pretrained(DiffusionPipeline, model_id, dtype=dtype)
     with quiet_logs():
         pipe = pipe.to(device)

@@ -22,6 +22,9 @@ def _clock() -> float:
     return time.perf_counter()
 
 
+UNSTEADY = " -- unsteady: is another program using the CPU? Rerun this cell when the machine is idle."
+
+
 @dataclass
 class Timing:
     """Seconds per call over repeats; ``value`` is what the last call returned."""
@@ -49,7 +52,13 @@ class Timing:
             return f"{head}{self.median:.3f} s ({self.how})"
         if len(self.times) == 1:
             return f"{head}{self.median:.3f} s (1 run)"
-        return f"{head}{self.median:.3f} s (median of {len(self.times)}; min {self.min:.3f}, max {self.max:.3f})"
+        text = f"{head}{self.median:.3f} s (median of {len(self.times)}; min {self.min:.3f}, max {self.max:.3f})"
+        return text if self.steady else text + UNSTEADY
+
+    @property
+    def steady(self) -> bool:
+        """Whether the repeats agree: the slowest within 1.5x the fastest (a busy machine breaks this first)."""
+        return len(self.times) < 2 or self.max <= 1.5 * self.min
 
     __repr__ = __str__
 

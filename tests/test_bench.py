@@ -255,3 +255,9 @@ def test_toy_models_never_write_over_the_real_size_figures():
 def test_the_header_shows_a_toy_models_flops_in_g_not_as_zero():
     assert flops_text(1.607e12) == "1.607 T"
     assert flops_text(2.5e7) == "0.025 G"
+
+
+def test_a_bad_model_is_one_line_before_any_work(capsys):
+    assert bench_main(["--model", "nosuchmodel"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: Unknown model 'nosuchmodel'") and err.count("\n") == 1

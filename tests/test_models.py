@@ -69,7 +69,8 @@ def test_unreachable_hub_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("helpers.models.hub_reachable", lambda timeout=3.0: "no (test)")
-    with pytest.raises(TutorialError, match="unreachable .*TUTORIAL_MODEL=shapes.*HF_HUB_OFFLINE=1"):
+    fix = "Hub does not answer: test.*TUTORIAL_MODEL=shapes.*--model shapes.*HF_HUB_OFFLINE=1"
+    with pytest.raises(TutorialError, match=fix):
         choose_model("cpu", "someone/some-model", quiet=True)
 
 
@@ -142,7 +143,7 @@ def test_hub_unreachable_gives_one_clear_line(tmp_path, env):
     proc = _load_in_subprocess(REAL_MODEL, HF_HOME=str(tmp_path), **env)
     errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1, proc.stdout + proc.stderr
-    assert "TUTORIAL_MODEL=tiny" in errors[0] and "HF_HUB_OFFLINE" in errors[0]
+    assert "TUTORIAL_MODEL=shapes" in errors[0] and "--model shapes" in errors[0] and "HF_HUB_OFFLINE" in errors[0]
     assert "Traceback" not in proc.stderr
 
 

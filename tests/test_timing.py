@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from helpers.timing import time_it
+from helpers.timing import UNSTEADY, Timing, time_it
 
 
 def test_time_it_counts_warmup_and_repeats():
@@ -20,6 +20,13 @@ def test_time_it_measures_real_time():
 
 def test_single_run_prints_cleanly():
     assert str(time_it(lambda: None, repeats=1, warmup=0, label="x")).endswith("s (1 run)")
+
+
+def test_repeats_that_disagree_are_called_unsteady():
+    """A busy machine (two threads fighting another job for two cores) gave 70 s and 126 s for one call."""
+    assert str(Timing([69.986, 126.374], label="float32")).endswith(UNSTEADY)
+    assert not str(Timing([1.0, 1.4])).endswith(UNSTEADY) and Timing([1.0, 1.4]).steady
+    assert Timing([1.0]).steady and not Timing([1.0, 1.6]).steady
 
 
 @pytest.mark.parametrize(("repeats", "warmup"), [(0, 1), (-1, 0), (1, -1)])

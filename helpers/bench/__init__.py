@@ -2,7 +2,9 @@
 
 The rungs, each one setting added to the best rung so far: full precision and PNDM at 50 steps (the guide's
 baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout with fused QKV projections,
-attention heads zero-padded to a multiple of 64, torch.compile, and last, on a Linux CPU, an allocator setting
+attention heads zero-padded to a multiple of 64, regional torch.compile (the UNet's repeated block, compiled once
+and reused; kept when its UNet step is not slower), torch.compile of the whole UNet and VAE decoder, and last, on a
+Linux CPU, an allocator setting
 (glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
 next call; it is last because it cannot be taken back). These are *exact* rungs: they change precision,
 solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. Each rung adds
@@ -12,8 +14,10 @@ a freshly loaded pipeline when a setting must be taken off), so ``--rungs 1,3`` 
 A rung so slow that its steps times one UNet call already take over twice the best end-to-end time (half
 precision on a CPU that emulates bfloat16) is not timed further: its end-to-end time is that lower bound, and it
 is not kept. With
-``--approx``, an *approximate* rung follows: the best exact rung's settings with fewer steps than the guide's
-20, reported with its largest and mean pixel difference from that exact rung's image for the same seed.
+``--approx``, three *approximate* rows follow: the best exact rung at fewer steps than the guide's 20, and at 20
+steps token merging (tomesd, ratio 0.5) and DeepCache (a full UNet step every 3rd step) on the best rung's
+settings without torch.compile; each with its largest and mean pixel difference from the best exact rung's image
+for the same seed.
 
 Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
 UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak). For each rung: the UNet's latency per

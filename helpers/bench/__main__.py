@@ -12,7 +12,8 @@ import torch
 import helpers.bench as package
 
 from ..device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
-from ..models import hide_torchvision_notice, model_kind
+from ..errors import TutorialError
+from ..models import choose_model, hide_torchvision_notice, model_kind
 from . import peers
 from .figures import format_table, write_figures
 from .flops import flops_text
@@ -33,8 +34,9 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     parser.add_argument("--baseline-steps", type=int, default=50, help="PNDM steps of the first two rungs")
     parser.add_argument("--rungs", default="all",
                         help="which exact rungs, e.g. 1-3 or 1,3,5 (default: all); speedups are over the first one")
-    parser.add_argument("--approx", action="store_true", help="add an approximate rung: the best one, fewer steps")
-    parser.add_argument("--approx-steps", type=int, default=10, help="steps of the approximate rung (default 10)")
+    parser.add_argument("--approx", action="store_true",
+                        help="add approximate rows: the best rung at fewer steps, token merging and DeepCache")
+    parser.add_argument("--approx-steps", type=int, default=10, help="steps of the fewer-steps row (default 10)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (default 2)")
     parser.add_argument("--direct-limit", type=float, default=15.0,
                         help="measure end-to-end directly when the estimate is under this many seconds (the last "
@@ -45,7 +47,8 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
                         help="skip rungs once this many seconds are used (default 1500)")
     parser.add_argument("--peers", action="store_true",
                         help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
-                             '(needs pip install -e ".[peers]")')
+                             '(needs the peers extra: pip install "efficient-diffusion[peers]"; '
+                             'in a clone, pip install -e ".[peers]")')
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.csv and bench.json (default build/; build/bench-MODEL/ for the toy "
                              "models tiny and shapes, so that they never replace the real-size figures)")
@@ -112,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device()
     args = parse_args(argv, device)
     hide_torchvision_notice()  # transformers' note about an optional package, not about the bench
+    try:
+        choose_model(device, args.model, quiet=True)  # a bad name or an unreachable Hub: one line, before any work
+        return run(args, device)
+    except TutorialError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, device: torch.device) -> int:
+    """Phases 1-3 (the header and peaks, the pipeline, the rungs and peers), then the report."""
     start = time.perf_counter()
     peak = header(device, args)
     # Phase 2: the pipeline, at the size it is timed at, and its FLOPs

@@ -13,6 +13,6 @@ process (``--threads``), for the same reason.
 ``DIR/index.csv`` (line, prompt, seed, file, seconds, rank, processes, settings) is written once, by the main
 process, when every picture is there. A rerun into the same DIR resumes: it keeps every picture that opens, has
 the right size and is recorded for the same prompt, and makes the rest; an interrupted run loses at most the batch
-in flight. Scale out with ``accelerate launch`` (docs/many-prompts.md). ``files`` holds the run's files, ``run``
-the command.
+in flight. Scale out with ``accelerate launch`` (the repository's docs/many-prompts.md). ``files`` holds the run's
+files, ``run`` the command.
 """
