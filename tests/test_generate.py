@@ -127,13 +127,14 @@ def test_one_process_writes_every_picture_and_the_index(single):
 
 
 @pytest.mark.parametrize(("native", "expected"), [(False, "float32"), (True, "bfloat16")])
-def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, native, expected):
+def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, capsys, native, expected):
     """A CPU that would emulate bfloat16 generates in float32 by default; one with AMX or AVX-512 BF16 in bfloat16."""
     monkeypatch.setattr("helpers.device.cpu_has_fast_bf16", lambda: native)
     (tmp_path / "one.txt").write_text("a red circle\n")
     assert run.parse_args([str(tmp_path / "one.txt"), "--out", "x"]).dtype == "recipe"
     assert run_here(tmp_path / "one.txt", tmp_path / "out", "--steps", "1") == 0
     assert f"dtype={expected} " in index(tmp_path / "out")[0]["settings"]
+    assert f"generate: the recipe's precision, {expected}: " in capsys.readouterr().out  # and why
 
 
 def test_two_processes_make_the_same_files(single, prompts, tmp_path):

@@ -157,6 +157,10 @@ def load(args, state, job: Plan):
     from ..models import load_pipeline
 
     pipe = load_pipeline(job.spec, dtype=job.dtype, device=state.device, quiet=not state.is_main_process)
+    if args.dtype == "recipe" and state.is_main_process:
+        from ..device import recipe_dtype_reason
+
+        print(f"generate: the recipe's precision, {recipe_dtype_reason(state.device)}")
     set_scheduler(pipe, args.scheduler)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     threads = None
