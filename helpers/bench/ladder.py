@@ -30,6 +30,15 @@ class Rung:
     deepcache: int = 0  # DeepCache's interval (a full UNet step every N steps); 0: off
     exact: bool = True
 
+    @property
+    def compiles(self) -> bool:
+        """Whether torch.compile runs on this rung, regionally or whole."""
+        return self.compiled or self.regional
+
+    def compiles_more_than(self, current: Rung) -> bool:
+        """Whether moving from ``current`` to this rung compiles something new."""
+        return (self.compiled and not current.compiled) or (self.regional and not current.regional)
+
 
 # Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
 # allocator setting cannot be taken off at all).
@@ -71,7 +80,7 @@ def keeps(rung: Rung, row: dict, best_row: dict | None) -> bool:
 
 def seconds_needed(rung: Rung, current: Rung) -> int:
     """The budget a rung needs to start: minutes when it compiles (on a CPU and on a GPU alike), else 30 s."""
-    compiles = (rung.compiled and not current.compiled) or (rung.regional and not current.regional)
+    compiles = rung.compiles_more_than(current)
     return 240 if compiles else 30
 
 
@@ -143,7 +152,7 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
             row = bench.time_rung(rung, max(args.direct_limit, left / 3) if last_or_approximate else args.direct_limit,
                                   best_row["e2e s"] if best_row else None)
         except Exception as err:  # e.g. torch.compile without a working C++ compiler
-            if not (rung.compiled or rung.regional):
+            if not rung.compiles:
                 raise
             print(f"    skipped: torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0]})")
             continue

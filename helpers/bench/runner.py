@@ -106,7 +106,7 @@ class Bench:
                 pipe.fuse_qkv_projections()  # this also resets the attention processors: pad after it
             if rung.pad_heads and (fused or not current.pad_heads):
                 pad_attention_heads(pipe.unet, PAD_MULTIPLE)
-            if (rung.compiled and not current.compiled) or (rung.regional and not current.regional):
+            if rung.compiles_more_than(current):
                 import torch._inductor.config as inductor
 
                 # Freezing folds the weights into the graph so that oneDNN can pre-pack them (CPU inference).
@@ -142,7 +142,7 @@ class Bench:
     @contextlib.contextmanager
     def quiet_compiler(self):
         """Hide dynamo's notes about diffusers' internals (not about the results) while a compiled rung runs."""
-        if not (self.current.compiled or self.current.regional):
+        if not self.current.compiles:
             yield
             return
         import warnings
@@ -183,7 +183,7 @@ class Bench:
         if rung.deepcache:
             return self.time_whole(rung)
         calls = self.calls()
-        compiles = self.current.compiled or self.current.regional
+        compiles = self.current.compiles
         with self.quiet_compiler():
             warm = time.perf_counter()
             if compiles:
