@@ -69,12 +69,19 @@ if [ -f helpers/shapes/weights/shapes/model_index.json ]; then
 else
   MODEL=tiny
 fi
+# A GPU machine has cores to spare: pytest-xdist, where it is installed, runs the tests (and the notebooks, one
+# notebook per worker) four at a time. Each test worker takes one thread (tests/conftest.py), and each notebook's
+# kernel a quarter of the cores: four kernels of all the cores each would fight over them.
+PARALLEL=()
+"$PY" -c "import xdist" 2>/dev/null && PARALLEL=(-n 4)
+KERNEL_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))
 BENCH=(-m helpers.bench --model sd15-random --rungs 2-4 --baseline-steps 10 --steps 10 --repeats 2 --budget 100
        --out "$OUTDIR")
 if [ "$DRY" = 1 ]; then
   say "device: ${CUDA:-none here}; torch $TORCH_BEFORE; notebooks' model: $MODEL"
-  say "would run: $PY -m pytest tests -q -m 'not slow'"
-  say "would run: TUTORIAL_MODEL=$MODEL $PY -m pytest notebooks -q"
+  say "would run: $PY -m pytest tests -q -rf -m 'not slow' ${PARALLEL[*]}"
+  say "would run: TUTORIAL_MODEL=$MODEL ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS }$PY -m pytest notebooks -q -rf" \
+      "${PARALLEL[*]} ${PARALLEL:+--dist loadfile}"
   "$PY" scripts/t4_rehearsal.py --dry-run --out "$OUTDIR/t4" | sed 's/^/gpu-check: /'
   case "$HUB" in yes*) say "would run: TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 $PY -m pytest notebooks -q (the Hub answers)";;
                  *) say "would skip the real model: the Hub does not answer ($HUB)";; esac
@@ -89,7 +96,8 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit stat
   local name=$1 limit=$2; shift 2
   say "$name ..."
   local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
+  # At its limit a step is interrupted (SIGINT) as Ctrl-C would: pytest then still lists the failures so far (-rf).
+  timeout --signal=INT --kill-after=20 "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
   local rc=$?
   [ $rc = 124 ] && echo "gpu-check: stopped after $limit s" >>"$OUTDIR/$name.log"
   RESULTS+=("$(printf '%-10s %-4s %4d s  %s' "$name" "$([ $rc = 0 ] && echo ok || echo FAIL)" $((SECONDS - t0)) \
@@ -98,8 +106,10 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit stat
 }
 RESULTS=()
 FAILED=0
-step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -m "not slow"
-step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" "$PY" -m pytest notebooks -q
+step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -rf -m "not slow" "${PARALLEL[@]}"
+step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS} \
+  "$PY" -m pytest notebooks -q -rf \
+  "${PARALLEL[@]}" ${PARALLEL:+--dist loadfile}
 step t4 "${T4_TIMEOUT:-420}" "$PY" scripts/t4_rehearsal.py --out "$OUTDIR/t4"
 case "$HUB" in
   yes*) step real "${REAL_TIMEOUT:-600}" env -u HF_HUB_OFFLINE TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 \

@@ -1,6 +1,7 @@
 """A Colab T4 rehearsal on any CUDA GPU: notebooks 01-04 at real size, the process held to a T4's 15 GiB.
 
 Usage: python scripts/t4_rehearsal.py [--dry-run] [--limit-gib 15] [--model sd15-random] [--out build/gpu-check/t4]
+                                      [NOTEBOOK ...]   (default: notebooks 01-04)
 
 Each notebook runs under nbval (as `make test` runs them) with TUTORIAL_MODEL=sd15-random (SD 1.5's architecture
 at 512x512, random weights: a T4's real compute and memory without the Hub) in the device's half precision. An
@@ -84,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-gib", type=float, default=T4_GIB, help=f"memory cap in GiB (default {T4_GIB:g})")
     parser.add_argument("--model", default="sd15-random", help="TUTORIAL_MODEL for the notebooks (sd15-random)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "gpu-check" / "t4", help="folder for the logs")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="the notebooks to rehearse (default: 01-04)")
     args = parser.parse_args(argv)
     if args.limit_gib <= 0:
         parser.error("--limit-gib must be positive")
-    print(f"t4: {len(NOTEBOOKS)} notebooks with TUTORIAL_MODEL={args.model}, each kernel capped at "
+    notebooks = [path.resolve() for path in args.notebooks] or NOTEBOOKS
+    missing = [str(path) for path in notebooks if path not in NOTEBOOKS]
+    if missing:
+        parser.error(f"not one of the tutorial's notebooks: {', '.join(missing)} (give paths such as "
+                     "notebooks/04_beyond.ipynb)")
+    print(f"t4: {len(notebooks)} notebook(s) with TUTORIAL_MODEL={args.model}, each kernel capped at "
           f"{args.limit_gib:g} GiB (torch.cuda.set_per_process_memory_fraction); logs in {args.out}")
     if args.dry_run:
-        for notebook in NOTEBOOKS:
+        for notebook in notebooks:
             print(f"t4: would run {' '.join(command(notebook)[1:])}")
         return 0
     import torch
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for notebook in NOTEBOOKS:
+    for notebook in notebooks:
         rows.append(rehearse(notebook, args.model, args.limit_gib, args.out))
         row = rows[-1]
         print(f"t4: {row['notebook']:18} {row['seconds']:7.1f} s  peak {row['peak GiB']:6.2f} GiB  {row['result']}",

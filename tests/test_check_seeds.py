@@ -3,6 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from helpers.shapes.world import WORDS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_shapes_seeds.py"
@@ -19,3 +22,12 @@ def test_a_folder_without_a_checkpoint_is_one_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cuda_without_a_gpu_is_one_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --device cuda needs a CUDA GPU, and torch sees none here: leave --device out"]

@@ -31,7 +31,14 @@ def _keep_threads():
 
 def run_here(prompts: Path, out: Path, *extra: str) -> int:
     """A run in this process, on the CPU like the two-process run (which hides any GPU), so that both make the same
-    bytes on a GPU machine too."""
+    bytes on a GPU machine too.
+
+    Accelerate's ``PartialState`` is one object per process, made once: an earlier ``run.main`` in this process
+    (say a bad-file test) has made it for the GPU on a GPU machine, so it is made anew here, for the CPU.
+    """
+    from accelerate import PartialState
+
+    PartialState._reset_state()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("helpers.device.pick_device", lambda: torch.device("cpu"))
         return run.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])

@@ -1,5 +1,6 @@
 """The T4 rehearsal's plan, and the parts of it that run without a GPU (it runs for real in make gpu-check)."""
 
+import os
 import runpy
 import subprocess
 import sys
@@ -20,8 +21,9 @@ def test_the_dry_run_names_every_notebook_the_model_and_the_cap():
 
 
 def test_without_a_gpu_it_says_so_in_one_line():
+    # The GPU hidden: on a GPU machine (make gpu-check) the script would otherwise rehearse every notebook for real.
     run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert run.returncode == 2 and run.stderr.strip().startswith("t4: no CUDA GPU here")
 
 
@@ -39,3 +41,14 @@ def test_the_startup_file_is_harmless_without_cuda(tmp_path):
                          env={"T4_LIMIT_GIB": "15", "T4_PEAK_FILE": str(tmp_path / "peak.json"), "PATH": ""})
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "peak.json").exists()
+
+
+def test_it_rehearses_the_notebooks_it_is_given_and_refuses_others(tmp_path):
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", "notebooks/04_beyond.ipynb"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert [line.split()[-1] for line in run.stdout.splitlines()[1:]] == ["notebooks/04_beyond.ipynb"]
+    other = tmp_path / "mine.ipynb"
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", str(other)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "not one of the tutorial's notebooks" in run.stderr
