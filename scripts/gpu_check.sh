@@ -79,9 +79,8 @@ BENCH=(-m helpers.bench --model sd15-random --rungs 2-4 --baseline-steps 10 --st
        --out "$OUTDIR")
 if [ "$DRY" = 1 ]; then
   say "device: ${CUDA:-none here}; torch $TORCH_BEFORE; notebooks' model: $MODEL"
-  say "would run: $PY -m pytest tests -q -rf -m 'not slow' ${PARALLEL[*]}"
-  say "would run: TUTORIAL_MODEL=$MODEL ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS }$PY -m pytest notebooks -q -rf" \
-      "${PARALLEL[*]} ${PARALLEL:+--dist loadfile}"
+  say "would run: $PY -m pytest tests -q -rfE -m 'not slow'${PARALLEL:+ -n 4}"
+  say "would run: TUTORIAL_MODEL=$MODEL ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS }$PY -m pytest notebooks -q -rfE${PARALLEL:+ -n 4 --dist loadfile}"
   "$PY" scripts/t4_rehearsal.py --dry-run --out "$OUTDIR/t4" | sed 's/^/gpu-check: /'
   case "$HUB" in yes*) say "would run: TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 $PY -m pytest notebooks -q (the Hub answers)";;
                  *) say "would skip the real model: the Hub does not answer ($HUB)";; esac
@@ -96,20 +95,19 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit stat
   local name=$1 limit=$2; shift 2
   say "$name ..."
   local t0=$SECONDS
-  # At its limit a step is interrupted (SIGINT) as Ctrl-C would: pytest then still lists the failures so far (-rf).
+  # At its limit a step is interrupted (SIGINT) as Ctrl-C would: pytest then still lists the failures so far (-rfE).
   timeout --signal=INT --kill-after=20 "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
   local rc=$?
-  [ $rc = 124 ] && echo "gpu-check: stopped after $limit s" >>"$OUTDIR/$name.log"
+  { [ $rc = 124 ] || [ $rc = 137 ]; } && echo "gpu-check: stopped after $limit s" >>"$OUTDIR/$name.log"
   RESULTS+=("$(printf '%-10s %-4s %4d s  %s' "$name" "$([ $rc = 0 ] && echo ok || echo FAIL)" $((SECONDS - t0)) \
     "$(grep -v '^\s*$' "$OUTDIR/$name.log" | tail -n 1 | cut -c1-150)")")
   [ $rc = 0 ] || { FAILED=1; tail -n 40 "$OUTDIR/$name.log"; }
 }
 RESULTS=()
 FAILED=0
-step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -rf -m "not slow" "${PARALLEL[@]}"
+step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -rfE -m "not slow" ${PARALLEL[@]+"${PARALLEL[@]}"}
 step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS} \
-  "$PY" -m pytest notebooks -q -rf \
-  "${PARALLEL[@]}" ${PARALLEL:+--dist loadfile}
+  "$PY" -m pytest notebooks -q -rfE ${PARALLEL[@]+"${PARALLEL[@]}"} ${PARALLEL:+--dist loadfile}
 step t4 "${T4_TIMEOUT:-420}" "$PY" scripts/t4_rehearsal.py --out "$OUTDIR/t4"
 case "$HUB" in
   yes*) step real "${REAL_TIMEOUT:-600}" env -u HF_HUB_OFFLINE TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 \

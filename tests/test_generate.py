@@ -34,14 +34,18 @@ def run_here(prompts: Path, out: Path, *extra: str) -> int:
     bytes on a GPU machine too.
 
     Accelerate's ``PartialState`` is one object per process, made once: an earlier ``run.main`` in this process
-    (say a bad-file test) has made it for the GPU on a GPU machine, so it is made anew here, for the CPU.
+    (say a bad-file test) has made it for the GPU on a GPU machine, so it is made anew here, for the CPU
+    (``_reset_state`` is Accelerate's own, used by its tests).
     """
     from accelerate import PartialState
 
     PartialState._reset_state()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("helpers.device.pick_device", lambda: torch.device("cpu"))
-        return run.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("helpers.device.pick_device", lambda: torch.device("cpu"))
+            return run.main([str(prompts), "--out", str(out), "--model", MODEL[0], *ARGS, *extra])
+    finally:
+        PartialState._reset_state()  # and gone after, so a later run in this process makes its own
 
 
 def pictures(out: Path) -> dict[str, bytes]:

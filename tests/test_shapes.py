@@ -72,6 +72,24 @@ def test_micro_training_round_trips_through_save_pretrained(tmp_path):
     assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 3
 
 
+def test_the_vae_options_of_issue_25_reach_the_saved_model(tmp_path, monkeypatch):
+    """8 GroupNorm groups are saved in the VAE's config; with decode_mean no phase draws from the posterior."""
+    import dataclasses
+
+    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from helpers.shapes.train import Config, train
+
+    def no_sampling(self, generator=None):
+        raise AssertionError("decode_mean: the posterior's mean only")
+
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", no_sampling)
+    train(dataclasses.replace(Config.micro(), vae_norm_groups=8, decode_mean=True), tmp_path)
+    for folder in (tmp_path / "shapes" / "vae", tmp_path / "shapes-vae-ft"):
+        assert AutoencoderKL.from_pretrained(folder, use_safetensors=True).config.norm_num_groups == 8
+
+
 def test_contiguous_group_norms_give_the_same_result_and_restore_the_model():
     from helpers.shapes.train import Config, contiguous_group_norms, make_vae
 

@@ -177,8 +177,9 @@ class Bench:
     def time_rung(self, rung: Rung, direct_limit: float, best_e2e: float | None = None) -> dict:
         """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
 
-        When ``rung.steps`` times the first UNet call already exceeds twice ``best_e2e``, the rung cannot be
-        kept: it is timed no further, and its end-to-end time is that lower bound (``e2e how``: 'at least').
+        When ``rung.steps`` times one UNet call (on a CPU the first; on a GPU the second, see ``second_call_s``)
+        already exceeds twice ``best_e2e``, the rung cannot be kept: it is timed no further, and its end-to-end
+        time is that lower bound (``e2e how``: 'at least').
         """
         if rung.deepcache:
             return self.time_whole(rung)
@@ -236,7 +237,7 @@ class Bench:
 
     def second_call_s(self, call) -> float:
         """Seconds of one more call, synchronized. On a GPU the first call after a change of dtype or memory layout
-        also picks its kernels (cuDNN tries several for channels-last), so it says little about the ones after."""
+        also selects and loads its kernels (cuDNN's for channels-last), so it says little about the calls after."""
         synchronize(self.device)
         start = time.perf_counter()
         call()
@@ -244,7 +245,7 @@ class Bench:
         return time.perf_counter() - start
 
     def hopeless(self, rung: Rung, unet_s: float) -> dict:
-        """The row of a rung timed by one UNet call only: its steps times that call are already far too slow."""
+        """The row of a rung timed by one UNet call only (``time_rung``): its steps times that call are far too slow."""
         row = self.row(rung, unet_s, float("nan"), float("nan"))
         row["e2e s"], row["e2e how"] = rung.steps * unet_s, "at least"
         self.add_rates(row, rung.steps)
