@@ -60,19 +60,24 @@ def described(view) -> str:
     return f"{view.colour} {view.shape} on {view.background} at ({view.cx:.0f}, {view.cy:.0f})"
 
 
-def facts(folder: Path, dtype: torch.dtype, device: str = "cpu"):
-    """(name, holds, detail) for each fact the notebooks check, in ``dtype``."""
+def reference(folder: Path, device: str = "cpu"):
+    """01's first rung, the judge's view: its seed in float32 with PNDM 50 (the same for every precision checked)."""
+    return seen(load(folder, torch.float32, fine_tuned_vae=False, dpm=False, device=device), [PROMPT], [SEED],
+                steps=50)[0]
+
+
+def facts(folder: Path, dtype: torch.dtype, device: str = "cpu", first=None):
+    """(name, holds, detail) for each fact the notebooks check, in ``dtype``; ``first`` is ``reference()``."""
     from diffusers import DPMSolverMultistepScheduler
 
-    # 01: its seed in float32 with PNDM 50 (its first rung), then in this precision with PNDM 50 and DPM-Solver++ 20
-    reference = seen(load(folder, torch.float32, fine_tuned_vae=False, dpm=False, device=device), [PROMPT], [SEED],
-                     steps=50)[0]
+    # 01: its first rung, then this precision with PNDM 50 and DPM-Solver++ 20
+    first = first or reference(folder, device)
     pipeline = load(folder, dtype, fine_tuned_vae=False, dpm=False, device=device)
     pndm = seen(pipeline, [PROMPT], [SEED], steps=50)[0]
     pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)
     dpm = seen(pipeline, [PROMPT], [SEED])[0]
     colour, shape = PROMPT.split()[-2:]
-    rungs = (reference, pndm, dpm)
+    rungs = (first, pndm, dpm)
     spread = max(math.dist((a.cx, a.cy), (b.cx, b.cy)) for a in rungs for b in rungs)  # shown in 01, not checked
     yield (f"01: seed {SEED} draws {PROMPT!r} in float32 with PNDM 50 and here with PNDM 50 and DPM-Solver++ 20",
            {(v.colour, v.shape) for v in rungs} == {(colour, shape)},
@@ -121,8 +126,9 @@ def main(argv: list[str]) -> int:
         return 2
     hide_torchvision_notice()
     failed = 0
+    first = reference(folder, args.device)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for name, holds, detail in facts(folder, dtype, args.device):
+        for name, holds, detail in facts(folder, dtype, args.device, first):
             failed += not holds
             verdict, precision = "ok  " if holds else "FAIL", str(dtype).removeprefix("torch.")
             print(f"{verdict} {args.device:4} {precision:8} {name}: {detail}", flush=True)
