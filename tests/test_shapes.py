@@ -90,6 +90,46 @@ def test_the_vae_options_of_issue_25_reach_the_saved_model(tmp_path, monkeypatch
         assert AutoencoderKL.from_pretrained(folder, use_safetensors=True).config.norm_num_groups == 8
 
 
+def test_latent_noise_reaches_the_unets_training_latents(tmp_path, monkeypatch):
+    """The UNet's first training batch: the same latents in both runs, plus noise of std latent_noise in one."""
+    import dataclasses
+
+    from diffusers import DDPMScheduler
+
+    from helpers.shapes.train import Config, train
+
+    first, add_noise = [], DDPMScheduler.add_noise
+
+    def recording(self, original_samples, noise, timesteps):
+        first.append(original_samples.clone())
+        return add_noise(self, original_samples, noise, timesteps)
+
+    monkeypatch.setattr(DDPMScheduler, "add_noise", recording)
+    batches = []
+    for noise in (0.0, 0.5):
+        first.clear()
+        train(dataclasses.replace(Config.micro(), latent_noise=noise), tmp_path / str(noise))
+        batches.append(first[0])
+    added = batches[1] - batches[0]
+    assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
+
+
+def test_shipped_weights_come_from_the_recipe_in_the_code():
+    """``make shapes`` trains with ``Config()``: its settings must be the shipped run's, or it cannot remake them."""
+    import dataclasses
+
+    from helpers.shapes.train import Config
+
+    shipped = json.loads((WEIGHTS / "training.json").read_text())["config"]
+    recipe = json.loads(json.dumps(dataclasses.asdict(Config())))  # tuples become lists, as in the file
+    added_since = {"vae_norm_groups": 32, "decode_mean": False, "latent_noise": 0.0}  # as the shipped run did it
+    assert {k: v for k, v in recipe.items() if k in shipped} == shipped, "Config() is not the shipped run's recipe"
+    assert {k: v for k, v in recipe.items() if k not in shipped} == added_since, (
+        "a setting added to Config since the shipped run: give it the value that run used, and add it here")
+    vae = json.loads((SHIPPED / "vae" / "config.json").read_text())
+    assert vae["norm_num_groups"] == added_since["vae_norm_groups"]
+
+
 def test_contiguous_group_norms_give_the_same_result_and_restore_the_model():
     from helpers.shapes.train import Config, contiguous_group_norms, make_vae
 
@@ -208,3 +248,40 @@ def test_stray_colour_is_none_in_renders_and_found_where_planted():
     assert stray_pixels_generated(picture) == 4 and has_stray_colour(picture)
     shifted = np.clip(np.asarray(render(scene)).astype(int) + 40, 0, 255).astype(np.uint8)
     assert stray_pixels(shifted, scene) == 0  # a background 40 levels off still counts as the background
+
+
+def test_grid_shows_renders_above_both_vaes_reconstructions(tmp_path, capsys):
+    from PIL import Image
+
+    from helpers.shapes.__main__ import main
+
+    assert main(["grid", "--out", str(tmp_path / "grid.jpg")]) == 2
+    assert "ending in .png" in capsys.readouterr().err
+    assert main(["grid", "--out", str(tmp_path / "grid.png")]) == 0
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    row = grid.shape[0] // 3  # 3 captioned rows of 9 scenes at 2x
+    assert grid.shape[1] == 9 * 2 * SIZE and row > 2 * SIZE
+
+    def cell(r: int) -> np.ndarray:
+        return grid[r * row : r * row + 2 * SIZE : 2, : 2 * SIZE : 2]  # the first scene of row r, back at 1x
+
+    from diffusers import AutoencoderKL
+
+    from helpers.shapes.evaluate import reconstruct
+
+    scene = sample_scene(random.Random(20_000), "red", "circle", "white")
+    picture = np.asarray(render(scene))
+    assert (cell(0) == picture).all()
+    x = torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 127.5 - 1
+    for r, folder in ((1, SHIPPED / "vae"), (2, WEIGHTS / "shapes-vae-ft")):
+        alone = reconstruct(AutoencoderKL.from_pretrained(folder, use_safetensors=True), x)[0]
+        assert np.abs(cell(r).astype(int) - alone).max() <= 2  # a batch of 1 rounds a level or two differently
+    assert np.abs(cell(1).astype(int) - cell(2)).max() > 10  # two VAEs, not one twice
+
+
+def test_grid_and_eval_refuse_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    from helpers.shapes.__main__ import main
+
+    for command in ("grid", "eval"):
+        assert main([command, "--model", str(tmp_path)]) == 2
+        assert "not a shapes pipeline folder" in capsys.readouterr().err

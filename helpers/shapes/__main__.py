@@ -1,4 +1,5 @@
-"""python -m helpers.shapes train | eval: retrain the `shapes` checkpoint, or measure how well it follows prompts."""
+"""python -m helpers.shapes train | eval | grid: retrain the `shapes` checkpoint, measure how well it follows prompts,
+or draw its VAEs' reconstructions."""
 
 from __future__ import annotations
 
@@ -30,10 +31,45 @@ def _train(args) -> None:
     print(f"saved {out / 'shapes'} and {out / 'shapes-vae-ft'}")
 
 
+def _model_folders(args) -> tuple[Path, Path]:
+    """The pipeline folder and its fine-tuned VAE (by default the ``shapes-vae-ft`` beside it), both checked."""
+    model = Path(args.model)
+    vae = Path(args.vae) if args.vae else model.parent / "shapes-vae-ft"
+    if not (model / "vae" / "config.json").is_file():
+        raise TutorialError(f"{args.model}: not a shapes pipeline folder (no vae/config.json); give the folder that "
+                            "make shapes writes, e.g. build/shapes/shapes.")
+    if not (vae / "config.json").is_file():
+        raise TutorialError(f"{vae}: no fine-tuned VAE there (no config.json); give it with --vae.")
+    return model, vae
+
+
 def _eval(args) -> None:
     from .evaluate import evaluate
 
-    evaluate(args.model, args.vae, seeds=args.seeds, device=args.device)
+    model, vae = _model_folders(args)
+    evaluate(str(model), str(vae), seeds=args.seeds, device=args.device)
+
+
+def _grid(args) -> None:
+    from diffusers import AutoencoderKL
+
+    from .evaluate import reconstruction_grid
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise TutorialError(f"{args.out}: the grid is written as a PNG; give a path ending in .png.")
+    model, vae = _model_folders(args)
+    vaes = [AutoencoderKL.from_pretrained(path, use_safetensors=True) for path in (model / "vae", vae)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reconstruction_grid(*vaes).save(out)
+    print(f"saved {out}: rendered pictures, then {model / 'vae'}'s and {vae}'s reconstructions")
+
+
+def _model_arguments(parser) -> None:
+    parser.add_argument("--model", default=str(SHIPPED / "shapes"),
+                        help="a shapes pipeline folder (default: the shipped helpers/shapes/weights/shapes)")
+    parser.add_argument("--vae", default=None,
+                        help="its fine-tuned VAE (default: the shapes-vae-ft folder beside --model)")
 
 
 def main(argv=None) -> int:
@@ -53,14 +89,17 @@ def main(argv=None) -> int:
     p.set_defaults(run=_train)
     p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
                        "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")
-    p.add_argument("--model", default=str(SHIPPED / "shapes"),
-                   help="a shapes pipeline folder (default: the shipped helpers/shapes/weights/shapes)")
-    p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"),
-                   help="its fine-tuned VAE (default: the shipped helpers/shapes/weights/shapes-vae-ft)")
+    _model_arguments(p)
     p.add_argument("--seeds", type=int, default=8,
                    help="seeds per colour x shape prompt (8); the background prompts use 2")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.set_defaults(run=_eval)
+    p = sub.add_parser("grid", help="save rendered pictures above both VAEs' reconstructions, captioned with PSNR "
+                       "and stray colour, as a PNG")
+    _model_arguments(p)
+    p.add_argument("--out", default="build/shapes-vaes.png",
+                   help="where to save the grid, replacing a file there (build/shapes-vaes.png)")
+    p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -41,6 +41,9 @@ class Config:
     vae_norm_groups: int = 32
     # Encode to the posterior's mean rather than a sample, in every phase and for the UNet's latents (issue #25).
     decode_mean: bool = False
+    # Gaussian noise (std, in scaled latent units) added to the UNet's training latents; meant for decode_mean,
+    # whose latents lack a sample's noise. 0.1 left guidance 7.5's overshoot as it was (issue #25, docs/shapes.md).
+    latent_noise: float = 0.0
     decoder_steps: int = 300
     decoder_lr: float = 3e-4
     decoder_more_steps: int = 200  # phase 4: the fine-tuned VAE
@@ -221,7 +224,10 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
         with torch.no_grad(), vae_autocast(), contiguous_group_norms(vae):
             posterior = vae.encode(x).latent_dist
         latents = posterior.mode() if cfg.decode_mean else posterior.sample(generator)
-        latents = latents.float().contiguous(memory_format=torch.channels_last) * scale
+        latents = latents.float() * scale
+        if cfg.latent_noise:
+            latents = latents + cfg.latent_noise * torch.randn(latents.shape, generator=generator)
+        latents = latents.contiguous(memory_format=torch.channels_last)
         noise = torch.randn(latents.shape, generator=generator)
         noise += cfg.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x),), generator=generator)
