@@ -72,6 +72,51 @@ def test_micro_training_round_trips_through_save_pretrained(tmp_path):
     assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 3
 
 
+def test_saved_vae_phases_give_the_files_of_a_whole_run(tmp_path):
+    """A run from saved phases 1-2 goes on with the same weights and random states: every file as from scratch."""
+    import dataclasses
+
+    from helpers.shapes.train import Config, train
+
+    cfg = dataclasses.replace(Config.micro(), decode_mean=False)  # posterior samples: the torch RNG matters too
+    phases = tmp_path / "phases.safetensors"
+    train(cfg, tmp_path / "whole")
+    train(cfg, tmp_path / "saving", vae_phases=phases)  # no file yet: trains phases 1-2 and saves them
+    report = train(cfg, tmp_path / "loading", vae_phases=phases)
+    assert report["vae_phases_from"] == str(phases) and report["seconds"]["vae"] > 0
+    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*.safetensors"))
+    assert len(files) == 4  # the pipeline's VAE, UNet and text encoder, and shapes-vae-ft
+    for name in files:
+        whole = (tmp_path / "whole" / name).read_bytes()
+        assert whole == (tmp_path / "saving" / name).read_bytes() == (tmp_path / "loading" / name).read_bytes()
+
+
+def test_saved_vae_phases_serve_only_the_same_vae_settings(tmp_path, capsys):
+    import dataclasses
+
+    from helpers.errors import TutorialError
+    from helpers.shapes.__main__ import main
+    from helpers.shapes.train import Config, train
+
+    phases = tmp_path / "phases.safetensors"
+    train(Config.micro(), tmp_path / "first", vae_phases=phases)
+    with pytest.raises(TutorialError, match="other VAE settings \\(vae_lr\\)"):
+        train(dataclasses.replace(Config.micro(), vae_lr=1e-4), tmp_path / "second", vae_phases=phases)
+    # A UNet setting may differ, and --set says so in training.json.
+    assert main(["train", "--micro", "--out", str(tmp_path / "third"), "--vae-phases", str(phases),
+                 "--set", "snr_gamma=10", "--set", "unet_lr=0.002"]) == 0
+    config = json.loads((tmp_path / "third" / "training.json").read_text())["config"]
+    assert config["snr_gamma"] == 10.0 and config["unet_lr"] == 0.002
+    capsys.readouterr()
+    for bad, says in (("snr=10", "NAME=VALUE with NAME one of"), ("snr_gamma=ten", "not a Python literal"),
+                      ("unet_steps=1.5", "takes a int like")):
+        assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--set", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--vae-phases", str(tmp_path)]) == 2
+    assert "takes a file" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_vae_options_of_issue_25_reach_the_saved_model(tmp_path, monkeypatch):
     """8 GroupNorm groups are saved in the VAE's config; with decode_mean no phase draws from the posterior."""
     import dataclasses

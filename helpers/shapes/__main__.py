@@ -21,7 +21,15 @@ def _train(args) -> None:
     cfg = Config.micro() if args.micro else Config()
     if args.seed is not None:
         cfg.seed = args.seed
-    report = train(cfg, out, resume=Path(args.resume) if args.resume else None)
+    for setting in args.set:
+        _set(cfg, setting)
+    if args.resume and args.vae_phases:
+        raise TutorialError("--resume reuses phases 1-3 already: give it or --vae-phases, not both.")
+    vae_phases = Path(args.vae_phases) if args.vae_phases else None
+    if vae_phases is not None and vae_phases.exists() and not vae_phases.is_file():
+        raise TutorialError(f"{args.vae_phases}: a folder; --vae-phases takes a file, "
+                            "e.g. build/vae-phases.safetensors.")
+    report = train(cfg, out, resume=Path(args.resume) if args.resume else None, vae_phases=vae_phases)
     seconds = report["seconds"]
     print(f"trained in {seconds['total'] / 60:.1f} min (VAE {seconds['vae']:.0f} s, decoder "
           f"{seconds['vae_decoder']:.0f} s, UNet + text encoder {seconds['unet']:.0f} s, decoder further "
@@ -29,6 +37,29 @@ def _train(args) -> None:
     print(f"PSNR on held-out pictures: the pipeline's VAE {report['psnr']['vae']:.2f} dB, the fine-tuned VAE "
           f"{report['psnr']['vae_ft']:.2f} dB (after phase 1: {report['psnr']['vae_phase1']:.2f} dB)")
     print(f"saved {out / 'shapes'} and {out / 'shapes-vae-ft'}")
+
+
+def _set(cfg, setting: str) -> None:
+    """Apply one ``--set NAME=VALUE`` to the config, VALUE a Python literal of the setting's type."""
+    import ast
+    import dataclasses
+
+    name, _, text = setting.partition("=")
+    fields = {field.name for field in dataclasses.fields(cfg)}
+    if name not in fields or not text:
+        raise TutorialError(f"--set {setting}: give NAME=VALUE with NAME one of Config's settings "
+                            f"({', '.join(sorted(fields))}).")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise TutorialError(f"--set {setting}: {text!r} is not a Python literal (a number, True/False or a tuple)."
+                            ) from None
+    old = getattr(cfg, name)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(old):
+        raise TutorialError(f"--set {setting}: {name} takes a {type(old).__name__} like {old!r}.")
+    setattr(cfg, name, value)
 
 
 def _model_folders(args) -> tuple[Path, Path]:
@@ -86,6 +117,12 @@ def main(argv=None) -> int:
     p.add_argument("--resume", default=None,
                    help="an earlier run's output folder: reuse its VAE, UNet and text encoder (phases 1-3) and "
                    "train only the further decoder, shapes-vae-ft (phase 4)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one of Config's settings for this run, e.g. --set snr_gamma=10.0 (repeatable); "
+                   "training.json records them")
+    p.add_argument("--vae-phases", default=None, metavar="FILE",
+                   help="a file for phases 1-2 (the VAE and its decoder): read when it exists, else written after "
+                   "them, so reruns that change only UNet settings skip the VAE's half and make the same files")
     p.set_defaults(run=_train)
     p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
                        "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")

@@ -261,7 +261,64 @@ def _decoder_only(vae):
     return vae
 
 
-def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
+# The settings phases 1 and 2 depend on: a saved result of those phases serves a run only if these are the same.
+VAE_PHASE_SETTINGS = ("seed", "vae_channels", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "vae_norm_groups",
+                      "decode_mean", "decoder_steps", "decoder_lr", "warmup", "eval_pictures")
+
+
+def _vae_phase_settings(cfg: Config) -> dict:
+    from ..device import recipe_dtype
+
+    settings = {name: getattr(cfg, name) for name in VAE_PHASE_SETTINGS}
+    settings["cpu_dtype"] = str(recipe_dtype("cpu")).removeprefix("torch.")  # vae_autocast's choice
+    return json.loads(json.dumps(settings))  # tuples as lists, as read back from the file
+
+
+def save_vae_phases(path: Path, cfg: Config, vae, decoded, rng: random.Random, report: dict) -> None:
+    """Save phases 1-2's result (both VAEs in float32) with the random states a whole run goes on from."""
+    from safetensors.torch import save_file
+
+    tensors = {f"vae.{k}": v.contiguous() for k, v in vae.state_dict().items()}
+    tensors.update({f"decoded.{k}": v.contiguous() for k, v in decoded.state_dict().items()})
+    tensors["torch_rng_state"] = torch.get_rng_state()
+    measured = {"vae_loss": report["vae_loss"], "seconds": report["seconds"], "psnr": report["psnr"]}
+    meta = {"settings": _vae_phase_settings(cfg), "scaling_factor": vae.config.scaling_factor,
+            "rng_state": rng.getstate(), "report": measured}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"vae_phases": json.dumps(meta)})
+
+
+def load_vae_phases(path: Path, cfg: Config, rng: random.Random, report: dict):
+    """Phases 1-2's saved result as ``(vae, decoded)``, with the random states and the report where they left off."""
+    from safetensors import safe_open
+
+    from ..errors import TutorialError
+
+    with safe_open(str(path), "pt") as file:
+        meta = json.loads((file.metadata() or {}).get("vae_phases", "null") or "null")
+        if meta is None:
+            raise TutorialError(f"{path}: not a file of saved VAE phases; give one that --vae-phases wrote.")
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    differ = {k: v for k, v in _vae_phase_settings(cfg).items() if meta["settings"].get(k) != v}
+    if differ:
+        raise TutorialError(f"{path} was trained with other VAE settings ({', '.join(sorted(differ))}); delete it "
+                            "or give another --vae-phases file, and the VAE phases are trained anew.")
+    models = []
+    for name in ("vae", "decoded"):
+        model = make_vae(cfg)
+        model.load_state_dict({k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")})
+        model.register_to_config(scaling_factor=meta["scaling_factor"])
+        models.append(model.eval())
+    state = meta["rng_state"]
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+    torch.set_rng_state(tensors["torch_rng_state"])
+    for key in ("seconds", "psnr"):
+        report[key].update(meta["report"][key])
+    report.update(vae_loss=meta["report"]["vae_loss"], vae_phases_from=str(path))
+    return models
+
+
+def train(cfg: Config, out: Path, resume: Path | None = None, vae_phases: Path | None = None) -> dict:
     """Train everything and save ``out/shapes`` (the pipeline) and ``out/shapes-vae-ft`` (the better VAE).
 
     Four phases: (1) the VAE; (2) its decoder trained further: the pipeline's VAE; (3) the UNet and text encoder
@@ -269,6 +326,9 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
     ``stabilityai/sd-vae-ft-mse`` was made from SD's VAE). ``resume`` takes phases 1-3 from an earlier run's
     output folder (its ``shapes`` pipeline, whose VAE is phase 2's) and runs phase 4 only. Phase 4 starts from
     float16-rounded weights (as saved) in a full run too, with seeds of its own, so both paths agree.
+    ``vae_phases`` names a file for phases 1-2: read when it exists (its VAE settings must be ``cfg``'s), else
+    written after them; the run then goes on exactly as a whole one, so a rerun that changes only the UNet's
+    settings skips the VAE's half and still makes the same files as ``train`` from scratch.
     """
     from diffusers import AutoencoderKL, DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
 
@@ -278,7 +338,9 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
     report: dict = {"config": dataclasses.asdict(cfg), "seconds": {}, "psnr": {}}
     started = time.perf_counter()
 
-    if resume is None:
+    if resume is None and vae_phases is not None and vae_phases.is_file():
+        vae, decoded = load_vae_phases(vae_phases, cfg, rng, report)
+    elif resume is None:
         vae = make_vae(cfg)
         report["vae_loss"] = train_vae(cfg, vae, cfg.vae_steps, cfg.vae_lr, vae.parameters(), rng, "vae")[-1]
         # Scale latents to unit variance, as SD's scaling_factor does for its VAE.
@@ -297,7 +359,9 @@ def train(cfg: Config, out: Path, resume: Path | None = None) -> dict:
         train_vae(cfg, _decoder_only(decoded), cfg.decoder_steps, cfg.decoder_lr, decoded.decoder.parameters(), rng,
                   "vae decoder")
         report["seconds"]["vae_decoder"] = time.perf_counter() - tic
-
+        if vae_phases is not None:
+            save_vae_phases(vae_phases, cfg, vae, decoded, rng, report)
+    if resume is None:
         tokenizer = build_tokenizer(WORDS)
         text_encoder = make_text_encoder(cfg, tokenizer)
         unet = make_unet(cfg)
