@@ -100,7 +100,7 @@ def test_saved_vae_phases_serve_only_the_same_vae_settings(tmp_path, capsys):
 
     phases = tmp_path / "phases.safetensors"
     train(Config.micro(), tmp_path / "first", vae_phases=phases)
-    with pytest.raises(TutorialError, match="other VAE settings \\(vae_lr\\)"):
+    with pytest.raises(TutorialError, match="other settings for phases 1-2 \\(vae_lr\\)"):
         train(dataclasses.replace(Config.micro(), vae_lr=1e-4), tmp_path / "second", vae_phases=phases)
     # A UNet setting may differ, and --set says so in training.json.
     assert main(["train", "--micro", "--out", str(tmp_path / "third"), "--vae-phases", str(phases),
@@ -109,12 +109,33 @@ def test_saved_vae_phases_serve_only_the_same_vae_settings(tmp_path, capsys):
     assert config["snr_gamma"] == 10.0 and config["unet_lr"] == 0.002
     capsys.readouterr()
     for bad, says in (("snr=10", "NAME=VALUE with NAME one of"), ("snr_gamma=ten", "not a Python literal"),
-                      ("unet_steps=1.5", "takes a int like")):
+                      ("unet_steps=1.5", "takes a value of type int"), ("unet_steps=0", "must be 1 or more"),
+                      ("unet_channels=(48,48)", "cannot be built"), ("vae_channels=(32,'a')", "positive whole")):
         assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--set", bad]) == 2
         assert says in capsys.readouterr().err
     assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--vae-phases", str(tmp_path)]) == 2
     assert "takes a file" in capsys.readouterr().err
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(phases.read_bytes()[:1000])  # as an interrupted copy would leave it
+    assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--vae-phases", str(damaged)]) == 2
+    assert "not a file of saved VAE phases (or a damaged one)" in capsys.readouterr().err
+    assert main(["train", "--micro", "--out", str(tmp_path / "bad"), "--resume", str(tmp_path / "first"),
+                 "--set", "unet_steps=5"]) == 2
+    assert "--set unet_steps would not reach the model" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_every_setting_is_sorted_into_the_vae_phases_or_not():
+    """A new Config setting must be placed: one that phases 1-2 use belongs in VAE_PHASE_SETTINGS, or a saved file
+    of those phases would serve runs it does not fit."""
+    import dataclasses
+
+    from helpers.shapes.train import PHASE_4_SETTINGS, VAE_PHASE_SETTINGS, Config
+
+    later = {"latent_noise", "unet_channels", "text_width", "text_layers", "unet_steps", "unet_batch", "unet_lr",
+             "ema_decay", "snr_gamma", "noise_offset", "empty_caption", "name_background", *PHASE_4_SETTINGS}
+    fields = [field.name for field in dataclasses.fields(Config)]
+    assert sorted(fields) == sorted([*VAE_PHASE_SETTINGS, *later]), "place the new setting in one of the two"
 
 
 def test_the_vae_options_of_issue_25_reach_the_saved_model(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ SHIPPED = Path(__file__).resolve().parent / "weights"  # the checkpoints the pac
 
 
 def _train(args) -> None:
-    from .train import Config, train
+    from .train import PHASE_4_SETTINGS, Config, train
 
     out = Path(args.out).resolve()
     if out == SHIPPED.resolve() and not args.ship:
@@ -23,20 +23,49 @@ def _train(args) -> None:
         cfg.seed = args.seed
     for setting in args.set:
         _set(cfg, setting)
+    _check(cfg)
     if args.resume and args.vae_phases:
         raise TutorialError("--resume reuses phases 1-3 already: give it or --vae-phases, not both.")
+    if args.resume and (unused := [s.partition("=")[0] for s in args.set
+                                   if s.partition("=")[0] not in PHASE_4_SETTINGS]):
+        raise TutorialError(f"--resume reruns phase 4 only, so --set {', '.join(unused)} would not reach the model; "
+                            f"with --resume, --set takes {', '.join(PHASE_4_SETTINGS)}.")
     vae_phases = Path(args.vae_phases) if args.vae_phases else None
     if vae_phases is not None and vae_phases.exists() and not vae_phases.is_file():
         raise TutorialError(f"{args.vae_phases}: a folder; --vae-phases takes a file, "
                             "e.g. build/vae-phases.safetensors.")
     report = train(cfg, out, resume=Path(args.resume) if args.resume else None, vae_phases=vae_phases)
     seconds = report["seconds"]
+    if "vae_phases_from" in report:
+        print(f"phases 1-2 read from {report['vae_phases_from']}; this run trained the UNet + text encoder in "
+              f"{seconds['unet']:.0f} s and the decoder further in {seconds['vae_ft']:.0f} s; with phases 1-2 as "
+              "timed when they were saved:")
+    elif vae_phases is not None:
+        print(f"saved phases 1-2 to {vae_phases}: runs given it with the same VAE settings start from there")
     print(f"trained in {seconds['total'] / 60:.1f} min (VAE {seconds['vae']:.0f} s, decoder "
           f"{seconds['vae_decoder']:.0f} s, UNet + text encoder {seconds['unet']:.0f} s, decoder further "
           f"{seconds['vae_ft']:.0f} s)")
     print(f"PSNR on held-out pictures: the pipeline's VAE {report['psnr']['vae']:.2f} dB, the fine-tuned VAE "
           f"{report['psnr']['vae_ft']:.2f} dB (after phase 1: {report['psnr']['vae_phase1']:.2f} dB)")
     print(f"saved {out / 'shapes'} and {out / 'shapes-vae-ft'}")
+
+
+def _check(cfg) -> None:
+    """Refuse settings the models cannot be built with, or that leave a phase without a step, before training."""
+    import dataclasses
+
+    from .train import make_unet, make_vae
+
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if field.name.endswith(("_steps", "_batch")) and field.name != "decoder_more_steps" and value < 1:
+            raise TutorialError(f"--set {field.name}={value}: it must be 1 or more.")
+        if isinstance(value, tuple) and not all(isinstance(v, int) and v > 0 for v in value):
+            raise TutorialError(f"--set {field.name}={value}: give positive whole numbers, e.g. (32, 64, 64).")
+    try:
+        make_vae(cfg), make_unet(cfg)
+    except (ValueError, TypeError) as err:
+        raise TutorialError(f"the models cannot be built with these settings ({err}).") from None
 
 
 def _set(cfg, setting: str) -> None:
@@ -46,7 +75,7 @@ def _set(cfg, setting: str) -> None:
 
     name, _, text = setting.partition("=")
     fields = {field.name for field in dataclasses.fields(cfg)}
-    if name not in fields or not text:
+    if name not in fields:
         raise TutorialError(f"--set {setting}: give NAME=VALUE with NAME one of Config's settings "
                             f"({', '.join(sorted(fields))}).")
     try:
@@ -58,7 +87,7 @@ def _set(cfg, setting: str) -> None:
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not type(old):
-        raise TutorialError(f"--set {setting}: {name} takes a {type(old).__name__} like {old!r}.")
+        raise TutorialError(f"--set {setting}: {name} takes a value of type {type(old).__name__}, like {old!r}.")
     setattr(cfg, name, value)
 
 
@@ -118,11 +147,12 @@ def main(argv=None) -> int:
                    help="an earlier run's output folder: reuse its VAE, UNet and text encoder (phases 1-3) and "
                    "train only the further decoder, shapes-vae-ft (phase 4)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="change one of Config's settings for this run, e.g. --set snr_gamma=10.0 (repeatable); "
-                   "training.json records them")
+                   help="change one of Config's settings for this run, VALUE a Python literal: --set snr_gamma=10.0, "
+                   "--set unet_channels=64,128,128 (repeatable); training.json records the whole config")
     p.add_argument("--vae-phases", default=None, metavar="FILE",
                    help="a file for phases 1-2 (the VAE and its decoder): read when it exists, else written after "
-                   "them, so reruns that change only UNet settings skip the VAE's half and make the same files")
+                   "them, so reruns skip them and still make the files of a whole run; the file serves runs with "
+                   "the same seed, warmup, eval_pictures and vae_*/decoder_*/kl_weight/decode_mean settings")
     p.set_defaults(run=_train)
     p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
                        "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")

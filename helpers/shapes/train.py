@@ -264,13 +264,19 @@ def _decoder_only(vae):
 # The settings phases 1 and 2 depend on: a saved result of those phases serves a run only if these are the same.
 VAE_PHASE_SETTINGS = ("seed", "vae_channels", "vae_steps", "vae_batch", "vae_lr", "kl_weight", "vae_norm_groups",
                       "decode_mean", "decoder_steps", "decoder_lr", "warmup", "eval_pictures")
+# Settings that phase 4 alone uses: --resume, which reruns only phase 4, can change these and no others.
+PHASE_4_SETTINGS = ("decoder_more_steps",)
 
 
 def _vae_phase_settings(cfg: Config) -> dict:
+    """What phases 1-2 depend on: their settings, the CPU's precision policy and the libraries' versions."""
+    import diffusers
+
     from ..device import recipe_dtype
 
     settings = {name: getattr(cfg, name) for name in VAE_PHASE_SETTINGS}
     settings["cpu_dtype"] = str(recipe_dtype("cpu")).removeprefix("torch.")  # vae_autocast's choice
+    settings.update(torch=torch.__version__, diffusers=diffusers.__version__)
     return json.loads(json.dumps(settings))  # tuples as lists, as read back from the file
 
 
@@ -285,24 +291,30 @@ def save_vae_phases(path: Path, cfg: Config, vae, decoded, rng: random.Random, r
     meta = {"settings": _vae_phase_settings(cfg), "scaling_factor": vae.config.scaling_factor,
             "rng_state": rng.getstate(), "report": measured}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"vae_phases": json.dumps(meta)})
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: an interrupted save leaves no FILE
+    save_file(tensors, str(partial), metadata={"vae_phases": json.dumps(meta)})
+    partial.replace(path)
 
 
 def load_vae_phases(path: Path, cfg: Config, rng: random.Random, report: dict):
     """Phases 1-2's saved result as ``(vae, decoded)``, with the random states and the report where they left off."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from ..errors import TutorialError
 
-    with safe_open(str(path), "pt") as file:
-        meta = json.loads((file.metadata() or {}).get("vae_phases", "null") or "null")
-        if meta is None:
-            raise TutorialError(f"{path}: not a file of saved VAE phases; give one that --vae-phases wrote.")
-        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    try:
+        with safe_open(str(path), "pt") as file:
+            meta = json.loads((file.metadata() or {}).get("vae_phases", "null") or "null")
+            tensors = {key: file.get_tensor(key) for key in file.keys()} if meta else {}
+    except SafetensorError:
+        meta = None
+    if meta is None:
+        raise TutorialError(f"{path}: not a file of saved VAE phases (or a damaged one); delete it, or give a file "
+                            "that --vae-phases wrote.")
     differ = {k: v for k, v in _vae_phase_settings(cfg).items() if meta["settings"].get(k) != v}
     if differ:
-        raise TutorialError(f"{path} was trained with other VAE settings ({', '.join(sorted(differ))}); delete it "
-                            "or give another --vae-phases file, and the VAE phases are trained anew.")
+        raise TutorialError(f"{path} was made with other settings for phases 1-2 ({', '.join(sorted(differ))}); "
+                            "delete it or give another --vae-phases file, and they are trained anew.")
     models = []
     for name in ("vae", "decoded"):
         model = make_vae(cfg)
