@@ -26,8 +26,8 @@ def _train(args) -> None:
     _check(cfg)
     if args.resume and args.vae_phases:
         raise TutorialError("--resume reuses phases 1-3 already: give it or --vae-phases, not both.")
-    if args.resume and (unused := [s.partition("=")[0] for s in args.set
-                                   if s.partition("=")[0] not in PHASE_4_SETTINGS]):
+    if args.resume and (unused := [name for name in (s.partition("=")[0] for s in args.set)
+                                   if name not in PHASE_4_SETTINGS]):
         raise TutorialError(f"--resume reruns phase 4 only, so --set {', '.join(unused)} would not reach the model; "
                             f"with --resume, --set takes {', '.join(PHASE_4_SETTINGS)}.")
     vae_phases = Path(args.vae_phases) if args.vae_phases else None
