@@ -23,6 +23,33 @@ def test_judge_reads_rendered_pictures():
     assert right / len(scenes) >= 0.99
 
 
+def test_strict_judge_reads_rendered_pictures():
+    """Every pixel off the background is the shape in a render: the strict judge reads all 600 right."""
+    from helpers.shapes.judge import analyse_strict
+
+    rng = random.Random(123)
+    for scene in [sample_scene(rng) for _ in range(600)]:
+        verdict = analyse_strict(render(scene))
+        assert (verdict.colour, verdict.shape, verdict.background) == (scene.colour, scene.shape, scene.background)
+
+
+def test_strict_judge_counts_every_pixel_off_the_background():
+    """A speck of stray colour beside a circle: the strict judge takes it into the outline, the lenient one not."""
+    from helpers.shapes.judge import analyse_strict, off_background
+    from helpers.shapes.world import shape_mask
+
+    scene = sample_scene(random.Random(0), "red", "circle", "gray")
+    picture = np.asarray(render(scene)).copy()
+    ys, xs = np.nonzero(shape_mask(scene))
+    speck = (ys.min() - 6, xs.min()) if ys.min() >= 9 else (ys.max() + 4, xs.max())
+    picture[speck[0] : speck[0] + 3, speck[1] : speck[1] + 3] = (0, 255, 255)  # 3x3 cyan, 4 px off the outline
+    assert analyse(picture).shape == "circle"
+    strict = analyse_strict(picture)
+    assert strict.area == off_background(render(scene), "gray").sum() + 9
+    assert strict.shape != "circle" and strict.colour == "red"
+    assert analyse_strict(np.full((SIZE, SIZE, 3), 128, np.uint8)).shape is None
+
+
 def test_every_combination_renders_inside_the_picture():
     rng = random.Random(5)
     for colour in COLOURS:
@@ -180,6 +207,31 @@ def test_latent_noise_reaches_the_unets_training_latents(tmp_path, monkeypatch):
     assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
 
 
+def test_vae_latent_noise_reaches_the_decoder_in_phases_1_and_2(tmp_path, monkeypatch):
+    """The decoder's first batch: the same latents in both runs, plus noise of 0.5 times their spread in one."""
+    import dataclasses
+
+    from diffusers import AutoencoderKL
+
+    from helpers.shapes.train import Config, train
+
+    first, decode = [], AutoencoderKL.decode
+
+    def recording(self, z, *args, **kwargs):
+        if self.training:
+            first.append(z.detach().float().clone())
+        return decode(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "decode", recording)
+    batches = []
+    for noise in (0.0, 0.5):
+        first.clear()
+        train(dataclasses.replace(Config.micro(), decode_mean=True, vae_latent_noise=noise), tmp_path / str(noise))
+        batches.append(first[0])
+    added = (batches[1] - batches[0]) / batches[0].std()
+    assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
+
+
 def test_shipped_weights_come_from_the_recipe_in_the_code():
     """``make shapes`` trains with ``Config()``: its settings must be the shipped run's, or it cannot remake them."""
     import dataclasses
@@ -188,7 +240,8 @@ def test_shipped_weights_come_from_the_recipe_in_the_code():
 
     shipped = json.loads((WEIGHTS / "training.json").read_text())["config"]
     recipe = json.loads(json.dumps(dataclasses.asdict(Config())))  # tuples become lists, as in the file
-    added_since = {"vae_norm_groups": 32, "decode_mean": False, "latent_noise": 0.0}  # as the shipped run did it
+    added_since = {"vae_norm_groups": 32, "decode_mean": False, "latent_noise": 0.0,  # as the shipped run did it
+                   "vae_latent_noise": 0.0}
     assert {k: v for k, v in recipe.items() if k in shipped} == shipped, "Config() is not the shipped run's recipe"
     assert {k: v for k, v in recipe.items() if k not in shipped} == added_since, (
         "a setting added to Config since the shipped run: give it the value that run used, and add it here")

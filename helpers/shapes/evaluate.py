@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .judge import _as_array, _largest_blob, analyse, judge
+from .judge import _largest_blob, analyse, analyse_strict, off_background
 from .world import BACKGROUNDS, COLOURS, SHAPES, Scene, shape_mask
 
-STRAY_LEVELS = 40  # a pixel is off the background if any channel differs from it by more than this (of 255)
 STRAY_MARGIN = 2  # pixels this close to the shape (its true outline, or a generated picture's blob) never count
 
 
@@ -27,11 +26,15 @@ def prompt_grid(name_background: bool = False) -> list[dict]:
     return rows
 
 
-def judge_pictures(images, asks: list[dict], **columns) -> pd.DataFrame:
-    """Judge each picture against what its ask asks for (04): one row per picture, as ``judge_prompts`` gives."""
+def judge_pictures(images, asks: list[dict], strict: bool = False, **columns) -> pd.DataFrame:
+    """Judge each picture against what its ask asks for (04): one row per picture, as ``judge_prompts`` gives.
+
+    ``strict`` reads each picture with ``analyse_strict`` (every pixel off the background) instead of ``judge``.
+    """
     rows = []
     for ask, image in zip(asks, images, strict=True):
-        colour, shape, background = judge(image)
+        verdict = analyse_strict(image) if strict else analyse(image)
+        colour, shape, background = verdict.colour, verdict.shape, verdict.background
         rows.append(dict(ask, got_colour=colour, got_shape=shape, got_background=background, **columns))
     table = pd.DataFrame(rows)
     table["ok_colour"] = table.got_colour == table.colour
@@ -89,20 +92,14 @@ def _dilate(mask: np.ndarray, by: int) -> np.ndarray:
     return np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(size) for dx in range(size)]).any(0)
 
 
-def _off_background(image, background: str) -> np.ndarray:
-    """Pixels that differ from the named background colour by more than ``STRAY_LEVELS`` in any channel."""
-    rgb = _as_array(image).astype(np.int16)
-    return (np.abs(rgb - np.array(BACKGROUNDS[background])) > STRAY_LEVELS).any(-1)
-
-
 def stray_pixels(image, scene: Scene) -> int:
     """How many pixels off the background lie beyond the scene's true outline dilated by 2 px: 0 for its render."""
-    return int((_off_background(image, scene.background) & ~_dilate(shape_mask(scene), STRAY_MARGIN)).sum())
+    return int((off_background(image, scene.background) & ~_dilate(shape_mask(scene), STRAY_MARGIN)).sum())
 
 
 def stray_pixels_generated(image) -> int:
     """How many pixels off the (judged) background lie more than 2 px from the largest blob of such pixels."""
-    off = _off_background(image, analyse(image).background)
+    off = off_background(image, analyse(image).background)
     if not off.any():
         return 0
     return int((off & ~_dilate(_largest_blob(off), STRAY_MARGIN)).sum())
@@ -186,6 +183,9 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
         pipeline.scheduler = scheduler
         keep = generated if scheduler is dpm else None
         tables[label] = judge_prompts(pipeline, prompt_grid(), range(seeds), steps=steps, keep=keep)
+        if scheduler is dpm:
+            asks = tables[label][["prompt", "colour", "shape", "background", "seed"]].to_dict("records")
+            strict = adherence(judge_pictures(generated, asks, strict=True))
         results[label] = adherence(tables[label])
         print(f"{label}: {tables[label].seconds.mean():.3f} s per picture")
     for by in ("colour", "shape"):
@@ -207,6 +207,8 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
           f"{vae_stray_rate(pipeline.vae):.1f} %, {vae_ft} {vae_stray_rate(tuned):.1f} %")
     summary = pd.DataFrame(results).T
     print("\n" + summary.to_string())
+    print(f"strict judge (every pixel off the background), DPM-Solver++ 20: colour {strict['colour %']:.1f} %, "
+          f"shape {strict['shape %']:.1f} %, both {strict['both %']:.1f} %")
     best = results["DPM-Solver++ 20"]
     print(f"adherence: colour {best['colour %']:.0f}%, shape {best['shape %']:.0f}%, both {best['both %']:.0f}%")
     return summary

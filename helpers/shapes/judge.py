@@ -8,13 +8,18 @@ import numpy as np
 from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 
-from .world import BACKGROUNDS, COLOURS
+from .world import BACKGROUNDS, COLOURS, MAX_BOX
 
 _HUES = {name: float(rgb_to_hsv(np.array(rgb) / 255)[0]) for name, rgb in COLOURS.items()}
 # Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free):
 # a disc gives 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77.
 _SQUARE_FROM, _TRIANGLE_FROM = 0.41, 0.63
 _HUE_TOLERANCE = 1 / 12  # 30 degrees either side of the shape's mean hue (the colours lie 32 degrees apart or more)
+OFF_BACKGROUND = 40  # a pixel is off the background if any channel differs from it by more than this (of 255)
+# The strict judge's thresholds on the same measure: its mask holds the shape's soft edge too, which makes a disc
+# read about 0.33 and a square 0.47 (issue #25, measured on rendered pictures).
+_STRICT_SQUARE_FROM, _STRICT_TRIANGLE_FROM = 0.38, 0.56
+_MIN_AREA, _MAX_AREA = 20, (MAX_BOX + 2) ** 2  # pixels: fewer is no shape, more is no plain background
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,28 @@ def _hue_distance(a, b):
     return np.minimum(d, 1 - d)
 
 
+def _background(rgb: np.ndarray) -> str:
+    """The named background nearest the median level of the picture's border (rgb as floats in 0..1)."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    level = float(np.median(border))
+    return min(BACKGROUNDS, key=lambda name: abs(BACKGROUNDS[name][0] / 255 - level))
+
+
+def off_background(image, background: str) -> np.ndarray:
+    """Pixels that differ from the named background colour by more than ``OFF_BACKGROUND`` in any channel."""
+    rgb = _as_array(image).astype(np.int16)
+    return (np.abs(rgb - np.array(BACKGROUNDS[background])) > OFF_BACKGROUND).any(-1)
+
+
+def _shape_of(mask: np.ndarray, square_from: float, triangle_from: float) -> tuple[str, float, float]:
+    """(shape, cx, cy) of a mask: how far its farthest pixel lies from its centroid, relative to its area."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    spread = ((ys - cy) ** 2 + (xs - cx) ** 2).max() / mask.sum()
+    shape = "circle" if spread < square_from else "square" if spread < triangle_from else "triangle"
+    return shape, float(cx), float(cy)
+
+
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected region of a boolean mask (drops specks of noise)."""
     labels = np.zeros(mask.shape, dtype=np.int32)
@@ -74,9 +101,7 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
 def analyse(image) -> Verdict:
     """Judge a picture (PIL image, uint8 array, or floats in 0..1) and locate its shape."""
     rgb = _as_array(image).astype(np.float32) / 255
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    level = float(np.median(border))
-    background = min(BACKGROUNDS, key=lambda name: abs(BACKGROUNDS[name][0] / 255 - level))
+    background = _background(rgb)
 
     top, bottom = rgb.max(-1), rgb.min(-1)
     saturation = (top - bottom) / np.maximum(top, 1e-6)
@@ -93,13 +118,31 @@ def analyse(image) -> Verdict:
     own = mask & (_hue_distance(hue, angle) < _HUE_TOLERANCE)
     if own.sum() >= 20:
         mask = _largest_blob(own)
+    shape, cx, cy = _shape_of(mask, _SQUARE_FROM, _TRIANGLE_FROM)
+    return Verdict(colour, shape, background, cx, cy, int(mask.sum()))
 
-    ys, xs = np.nonzero(mask)
-    cy, cx = ys.mean(), xs.mean()
-    reach = ((ys - cy) ** 2 + (xs - cx) ** 2).max()
-    spread = reach / mask.sum()
-    shape = "circle" if spread < _SQUARE_FROM else "square" if spread < _TRIANGLE_FROM else "triangle"
-    return Verdict(colour, shape, background, float(cx), float(cy), int(mask.sum()))
+
+def analyse_strict(image) -> Verdict:
+    """Judge a picture from every pixel that differs from its background: nothing is filtered out, so a speck or
+    fringe of stray colour anywhere changes the shape's outline (and may change its colour) as a viewer would see.
+
+    The colour is the hue of those pixels, each weighted by its chroma (so the soft edge, half background, counts
+    little); no shape when fewer than 20 pixels, or more than a shape's largest box could cover, differ.
+    """
+    rgb8 = _as_array(image)
+    rgb = rgb8.astype(np.float32) / 255
+    background = _background(rgb)
+    mask = off_background(rgb8, background)
+    area = int(mask.sum())
+    chroma = rgb.max(-1) - rgb.min(-1)
+    if not _MIN_AREA <= area <= _MAX_AREA or chroma[mask].sum() == 0:
+        return Verdict(None, None, background, float("nan"), float("nan"), area)
+    hue = rgb_to_hsv(rgb)[..., 0]
+    turns = np.exp(2j * np.pi * hue[mask])
+    angle = float(np.angle((turns * chroma[mask]).sum()) / (2 * np.pi) % 1)
+    colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
+    shape, cx, cy = _shape_of(mask, _STRICT_SQUARE_FROM, _STRICT_TRIANGLE_FROM)
+    return Verdict(colour, shape, background, cx, cy, area)
 
 
 def judge(image) -> tuple[str | None, str | None, str]:
