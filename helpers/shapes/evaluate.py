@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .judge import _largest_blob, analyse, analyse_strict, off_background
+from .judge import _largest_blob, analyse, off_background
 from .world import BACKGROUNDS, COLOURS, SHAPES, Scene, shape_mask
 
 STRAY_MARGIN = 2  # pixels this close to the shape (its true outline, or a generated picture's blob) never count
@@ -26,14 +26,11 @@ def prompt_grid(name_background: bool = False) -> list[dict]:
     return rows
 
 
-def judge_pictures(images, asks: list[dict], strict: bool = False, **columns) -> pd.DataFrame:
-    """Judge each picture against what its ask asks for (04): one row per picture, as ``judge_prompts`` gives.
-
-    ``strict`` reads each picture with ``analyse_strict`` (every pixel off the background) instead of ``judge``.
-    """
+def judge_pictures(images, asks: list[dict], **columns) -> pd.DataFrame:
+    """Judge each picture against what its ask asks for (04): one row per picture, as ``judge_prompts`` gives."""
     rows = []
     for ask, image in zip(asks, images, strict=True):
-        verdict = analyse_strict(image) if strict else analyse(image)
+        verdict = analyse(image)
         colour, shape, background = verdict.colour, verdict.shape, verdict.background
         rows.append(dict(ask, got_colour=colour, got_shape=shape, got_background=background, **columns))
     table = pd.DataFrame(rows)
@@ -183,9 +180,6 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
         pipeline.scheduler = scheduler
         keep = generated if scheduler is dpm else None
         tables[label] = judge_prompts(pipeline, prompt_grid(), range(seeds), steps=steps, keep=keep)
-        if scheduler is dpm:
-            asks = tables[label][["prompt", "colour", "shape", "background", "seed"]].to_dict("records")
-            strict = adherence(judge_pictures(generated, asks, strict=True))
         results[label] = adherence(tables[label])
         print(f"{label}: {tables[label].seconds.mean():.3f} s per picture")
     for by in ("colour", "shape"):
@@ -207,8 +201,6 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
           f"{vae_stray_rate(pipeline.vae):.1f} %, {vae_ft} {vae_stray_rate(tuned):.1f} %")
     summary = pd.DataFrame(results).T
     print("\n" + summary.to_string())
-    print(f"strict judge (every pixel off the background), DPM-Solver++ 20: colour {strict['colour %']:.1f} %, "
-          f"shape {strict['shape %']:.1f} %, both {strict['both %']:.1f} %")
     best = results["DPM-Solver++ 20"]
     print(f"adherence: colour {best['colour %']:.0f}%, shape {best['shape %']:.0f}%, both {best['both %']:.0f}%")
     return summary

@@ -11,14 +11,11 @@ from PIL import Image
 from .world import BACKGROUNDS, COLOURS, MAX_BOX
 
 _HUES = {name: float(rgb_to_hsv(np.array(rgb) / 255)[0]) for name, rgb in COLOURS.items()}
-# Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free):
-# a disc gives 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77.
-_SQUARE_FROM, _TRIANGLE_FROM = 0.41, 0.63
-_HUE_TOLERANCE = 1 / 12  # 30 degrees either side of the shape's mean hue (the colours lie 32 degrees apart or more)
 OFF_BACKGROUND = 40  # a pixel is off the background if any channel differs from it by more than this (of 255)
-# The strict judge's thresholds on the same measure: its mask holds the shape's soft edge too, which makes a disc
-# read about 0.33 and a square 0.47 (issue #25, measured on rendered pictures).
-_STRICT_SQUARE_FROM, _STRICT_TRIANGLE_FROM = 0.38, 0.56
+# Shape by how far its farthest pixel lies from its centroid, relative to its area (rotation-free): a disc gives
+# 1/pi = 0.32, a square 0.5, an equilateral triangle 0.77. The mask holds the shape's soft edge too, which makes a
+# rendered disc read 0.31-0.33 and a square 0.43-0.50 (issue #25, 2,000 renders): hence these thresholds.
+_SQUARE_FROM, _TRIANGLE_FROM = 0.38, 0.56
 _MIN_AREA, _MAX_AREA = 20, (MAX_BOX + 2) ** 2  # pixels: fewer is no shape, more is no plain background
 
 
@@ -41,11 +38,6 @@ def _as_array(image) -> np.ndarray:
     if image.dtype != np.uint8:  # floats in 0..1, as pipelines return with output_type="np"
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image
-
-
-def _mean_hue(hues: np.ndarray) -> float:
-    """The circular mean of hues in 0..1."""
-    return float(np.angle(np.exp(2j * np.pi * hues).mean()) / (2 * np.pi) % 1)
 
 
 def _hue_distance(a, b):
@@ -99,32 +91,10 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
 
 
 def analyse(image) -> Verdict:
-    """Judge a picture (PIL image, uint8 array, or floats in 0..1) and locate its shape."""
-    rgb = _as_array(image).astype(np.float32) / 255
-    background = _background(rgb)
+    """Judge a picture (PIL image, uint8 array, or floats in 0..1) from every pixel that differs from its background.
 
-    top, bottom = rgb.max(-1), rgb.min(-1)
-    saturation = (top - bottom) / np.maximum(top, 1e-6)
-    mask = (saturation > 0.45) & (top > 0.3)
-    if mask.sum() < 20:
-        return Verdict(None, None, background, float("nan"), float("nan"), int(mask.sum()))
-    mask = _largest_blob(mask)
-
-    hue = rgb_to_hsv(rgb)[..., 0]  # every pixel's hue, 0..1
-    angle = _mean_hue(hue[mask])
-    colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
-    # The shape is the pixels of its own colour: a fringe of another hue at its edge (a generated picture's
-    # artefact) would otherwise count as part of the outline.
-    own = mask & (_hue_distance(hue, angle) < _HUE_TOLERANCE)
-    if own.sum() >= 20:
-        mask = _largest_blob(own)
-    shape, cx, cy = _shape_of(mask, _SQUARE_FROM, _TRIANGLE_FROM)
-    return Verdict(colour, shape, background, cx, cy, int(mask.sum()))
-
-
-def analyse_strict(image) -> Verdict:
-    """Judge a picture from every pixel that differs from its background: nothing is filtered out, so a speck or
-    fringe of stray colour anywhere changes the shape's outline (and may change its colour) as a viewer would see.
+    Strict on purpose: no largest blob, no filtering by hue, so a speck or fringe of stray colour anywhere changes
+    the shape's outline (and may change its colour) as a viewer would see it; a model is not forgiven its artefacts.
 
     The colour is the hue of those pixels, each weighted by its chroma (so the soft edge, half background, counts
     little); no shape when fewer than 20 pixels, or more than a shape's largest box could cover, differ.
@@ -141,7 +111,7 @@ def analyse_strict(image) -> Verdict:
     turns = np.exp(2j * np.pi * hue[mask])
     angle = float(np.angle((turns * chroma[mask]).sum()) / (2 * np.pi) % 1)
     colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
-    shape, cx, cy = _shape_of(mask, _STRICT_SQUARE_FROM, _STRICT_TRIANGLE_FROM)
+    shape, cx, cy = _shape_of(mask, _SQUARE_FROM, _TRIANGLE_FROM)
     return Verdict(colour, shape, background, cx, cy, area)
 
 
