@@ -59,12 +59,12 @@ def off_background(image, background: str) -> np.ndarray:
     return (np.abs(rgb - np.array(BACKGROUNDS[background])) > OFF_BACKGROUND).any(-1)
 
 
-def _shape_of(mask: np.ndarray, square_from: float, triangle_from: float) -> tuple[str, float, float]:
+def _shape_of(mask: np.ndarray) -> tuple[str, float, float]:
     """(shape, cx, cy) of a mask: how far its farthest pixel lies from its centroid, relative to its area."""
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()
     spread = ((ys - cy) ** 2 + (xs - cx) ** 2).max() / mask.sum()
-    shape = "circle" if spread < square_from else "square" if spread < triangle_from else "triangle"
+    shape = "circle" if spread < _SQUARE_FROM else "square" if spread < _TRIANGLE_FROM else "triangle"
     return shape, float(cx), float(cy)
 
 
@@ -111,7 +111,7 @@ def analyse(image) -> Verdict:
     turns = np.exp(2j * np.pi * hue[mask])
     angle = float(np.angle((turns * chroma[mask]).sum()) / (2 * np.pi) % 1)
     colour = min(_HUES, key=lambda name: _hue_distance(_HUES[name], angle))
-    shape, cx, cy = _shape_of(mask, _SQUARE_FROM, _TRIANGLE_FROM)
+    shape, cx, cy = _shape_of(mask)
     return Verdict(colour, shape, background, cx, cy, area)
 
 
