@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 
@@ -12,6 +13,23 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["make_image_grid", "captioned_grid", "image_problems", "check_images"]
 
 
+GUTTER = 4  # white pixels between columns, so that two pictures with the same background stay two
+
+
+def wrap_caption(caption: str, chars: int) -> list[str]:
+    """A caption's lines of at most ``chars`` characters; a longer word breaks after a dot or before a capital."""
+    lines = [""]
+    for word in caption.split():
+        parts = re.split(r"(?<=\.)(?=\w)|(?<=[a-z])(?=[A-Z])", word) if len(word) > chars else [word]
+        for i, part in enumerate(parts):
+            joined = lines[-1] + ("" if i or not lines[-1] else " ") + part
+            if len(joined) <= chars or not lines[-1]:
+                lines[-1] = joined
+            else:
+                lines.append(part)
+    return [piece for line in lines for piece in textwrap.wrap(line, chars) or [""]]
+
+
 def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], rows: int, cols: int) -> Image.Image:
     """A rows x cols grid with each image's caption written under it, wrapped to the image's width."""
     if len(images) != len(captions) or len(images) != rows * cols:
@@ -19,12 +37,12 @@ def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], rows:
                          f"got {len(images)} images and {len(captions)} captions.")
     font = ImageFont.load_default()
     chars = max(8, images[0].width // 6)  # Pillow's default bitmap font is about 6 pixels per character
-    lines = [textwrap.wrap(c, chars) or [""] for c in captions]
+    lines = [wrap_caption(c, chars) for c in captions]
     line_h = 12
     pad = line_h * max(len(x) for x in lines) + 6
     cells = []
     for img, text in zip(images, lines, strict=True):
-        cell = Image.new("RGB", (img.width, img.height + pad), "white")
+        cell = Image.new("RGB", (img.width + GUTTER, img.height + pad), "white")
         cell.paste(img, (0, 0))
         draw = ImageDraw.Draw(cell)
         for i, line in enumerate(text):

@@ -15,13 +15,14 @@ KERNEL = "efficient-diffusion"  # installed into the virtual environment by `mak
 
 
 def summary_lines(nb) -> list[str]:
-    """The text of every output of cells tagged 'summary': the measured tables."""
+    """The text of every output of cells tagged 'summary': the measured tables (not a chart's placeholder text)."""
     lines = []
     for cell in nb.cells:
         if cell.cell_type != "code" or "summary" not in cell.metadata.get("tags", []):
             continue
         for out in cell.get("outputs", []):
-            text = out.get("text") or out.get("data", {}).get("text/plain")
+            data = out.get("data", {})
+            text = out.get("text") or (None if any(k.startswith("image/") for k in data) else data.get("text/plain"))
             if text:
                 lines.append(text.rstrip())
     return lines

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.images import captioned_grid, check_images, image_problems, make_image_grid
+from helpers.images import GUTTER, captioned_grid, check_images, image_problems, make_image_grid, wrap_caption
 
 
 def noise(seed=0, size=32):
@@ -19,9 +19,24 @@ def test_make_image_grid_is_diffusers_own():
 
 def test_captioned_grid_adds_a_caption_band():
     grid = captioned_grid([noise(i) for i in range(4)], ["the oldest", "a old", "a", "a young"], 2, 2)
-    assert grid.width == 64 and grid.height > 64
+    assert grid.width == 2 * (32 + GUTTER) and grid.height > 64
     band = np.asarray(grid)[32:40, :32]  # under the first image: white with black text
     assert band.max() == 255 and band.min() < 128
+
+
+def test_captioned_grid_keeps_a_white_gutter_between_columns():
+    black = Image.new("RGB", (32, 32), "black")
+    grid = np.asarray(captioned_grid([black, black], ["seed 6", "seed 7"], 1, 2))
+    assert grid.shape[1] == 2 * (32 + GUTTER)
+    assert (grid[:32, 32:32 + GUTTER] == 255).all() and (grid[:32, 36:68] == 0).all()
+
+
+def test_captions_break_between_word_parts_not_inside_them():
+    assert wrap_caption("DPMSolverMultistep 4", 10) == ["DPMSolver", "Multistep", "4"]
+    assert wrap_caption("torch.bfloat16, PNDM 50", 10) == ["torch.", "bfloat16,", "PNDM 50"]
+    assert wrap_caption("seed 3, sliced", 10) == ["seed 3,", "sliced"]
+    assert wrap_caption("abcdefghijklmnopqrstuvwxyz", 10) == ["abcdefghij", "klmnopqrst", "uvwxyz"]
+    assert wrap_caption("", 10) == [""]
 
 
 def test_captioned_grid_needs_matching_counts():

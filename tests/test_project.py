@@ -81,6 +81,19 @@ def test_runner_names_an_output_folder_outside_the_repository(tmp_path):
     assert shown(tmp_path / "01_speed.ipynb") == tmp_path / "01_speed.ipynb"  # used to raise ValueError
 
 
+def test_runner_summary_leaves_out_a_charts_placeholder_text():
+    import nbformat
+
+    summary_lines = runpy.run_path(str(ROOT / "scripts" / "run_notebooks.py"))["summary_lines"]
+    chart = {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure size 800x450>"}}
+    table = {"output_type": "execute_result", "data": {"text/plain": "   steps  s/image"}}
+    printed = {"output_type": "stream", "name": "stdout", "text": "measured on CPU\n"}
+    cell = {"cell_type": "code", "metadata": {"tags": ["summary"]}, "outputs": [chart, table, printed]}
+    untagged = {"cell_type": "code", "metadata": {}, "outputs": [table]}
+    nb = nbformat.from_dict({"cells": [cell, untagged]})
+    assert summary_lines(nb) == ["   steps  s/image", "measured on CPU"]
+
+
 def test_info_flags_a_bad_tutorial_model():
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),

@@ -362,6 +362,7 @@ def test_stray_colour_is_none_in_renders_and_found_where_planted():
 def test_grid_shows_renders_above_both_vaes_reconstructions(tmp_path, capsys):
     from PIL import Image
 
+    from helpers.images import GUTTER
     from helpers.shapes.__main__ import main
 
     assert main(["grid", "--out", str(tmp_path / "grid.jpg")]) == 2
@@ -369,7 +370,7 @@ def test_grid_shows_renders_above_both_vaes_reconstructions(tmp_path, capsys):
     assert main(["grid", "--out", str(tmp_path / "grid.png")]) == 0
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     row = grid.shape[0] // 3  # 3 captioned rows of 9 scenes at 2x
-    assert grid.shape[1] == 9 * 2 * SIZE and row > 2 * SIZE
+    assert grid.shape[1] == 9 * (2 * SIZE + GUTTER) and row > 2 * SIZE
 
     def cell(r: int) -> np.ndarray:
         return grid[r * row : r * row + 2 * SIZE : 2, : 2 * SIZE : 2]  # the first scene of row r, back at 1x

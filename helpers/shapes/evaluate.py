@@ -154,7 +154,7 @@ def reconstruction_grid(vae, vae_ft, n: int = 9, seed: int = 20_000, scale: int 
         rows.append(list(recons))
         for recon, original, scene in zip(recons, rendered, scenes, strict=True):
             mse = max(float(np.mean((recon / 255.0 - original / 255.0) ** 2)), 1e-10)
-            captions.append(f"{label}: {10 * np.log10(1 / mse):.1f} dB" + (", stray" if has_stray_colour(
+            captions.append(f"{label} {10 * np.log10(1 / mse):.1f} dB" + (", stray" if has_stray_colour(
                 recon, scene) else ""))
     size = rendered.shape[1] * scale
     cells = [Image.fromarray(image).resize((size, size), Image.NEAREST) for row in rows for image in row]
