@@ -10,16 +10,42 @@ are imported, is hidden (``models.hide_torchvision_notice``); every other warnin
 """
 
 from .bench.figures import read_bench  # 01
-from .checks import judge_table, judged_check, same_layout, same_pictures, shows_prompt  # 01 02 03
+from .checks import (  # 01-04
+    avoids,
+    judge_of,
+    judge_table,
+    judged_check,
+    names_detail,
+    same_layout,
+    same_pictures,
+    shows_prompt,
+)
 from .compare import pixel_difference  # 04
-from .device import cap_batch, device_name, half_dtype, pick_device, recipe_dtype, recipe_dtype_reason  # 01-04
+from .device import (  # 01-04
+    cap_batch,
+    device_name,
+    half_dtype,
+    native_half,
+    pick_device,
+    recipe_dtype,
+    recipe_dtype_reason,
+    remember_half_speedup,
+)
 from .effects import compiled_blocks, count_runs, count_tokens, float8_share, quantized_linears, weight_bytes  # 04
 from .explorer import Explorer, ExplorerPanel  # 04
 from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
 from .images import captioned_grid, check_images, make_image_grid  # 01-04
-from .memory import GiB, MiB, catch_out_of_memory, find_max_batch, flush, time_and_memory  # 01 02 04
+from .memory import GiB, MiB, catch_out_of_memory, device_memory, find_max_batch, flush, time_and_memory  # 01 02 04
 from .models import choose_model, choose_vae, hide_torchvision_notice, model_kind  # 01-04
 from .prompts import for_model  # 01-04
+from .realsize import (  # 01 02
+    attention_tokens,
+    first_level,
+    first_level_inputs,
+    sd15_vae,
+    self_attention,
+    vae_latents,
+)
 from .report import GUIDE_T4, GUIDE_T4_BATCH8_SLICED, Results  # 01 02
 from .shapes import BACKGROUNDS, COLOURS, analyse, judge  # 03
 from .shapes.evaluate import adherence, held_out_pictures, judge_pictures, judge_prompts, prompt_grid  # 03 04
@@ -28,12 +54,14 @@ from .timing import time_from_steps, time_it  # 01 03 04
 hide_torchvision_notice()
 
 __all__ = [
-    "adherence", "analyse", "BACKGROUNDS", "cap_batch", "captioned_grid", "catch_out_of_memory", "cheapest_within",
-    "check_images", "choose_model", "choose_vae", "COLOURS", "compiled_blocks", "count_runs", "count_tokens",
-    "device_name", "Explorer", "ExplorerPanel", "find_max_batch", "float8_share", "flush", "for_model",
-    "frontier_chart", "GiB", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "half_dtype", "held_out_pictures", "judge",
-    "judge_pictures", "judge_prompts", "judge_table", "judged_check", "make_image_grid", "MiB", "model_kind",
-    "pareto_front", "pick_device", "pixel_difference", "prompt_grid", "quantized_linears", "read_bench",
-    "recipe_dtype", "recipe_dtype_reason", "Results", "same_layout", "same_pictures", "shows_prompt",
-    "time_and_memory", "time_from_steps", "time_it", "weight_bytes",
+    "adherence", "analyse", "attention_tokens", "avoids", "BACKGROUNDS", "cap_batch", "captioned_grid",
+    "catch_out_of_memory", "cheapest_within", "check_images", "choose_model", "choose_vae", "COLOURS",
+    "compiled_blocks", "count_runs", "count_tokens", "device_memory", "device_name", "Explorer", "ExplorerPanel",
+    "find_max_batch", "first_level", "first_level_inputs", "float8_share", "flush", "for_model", "frontier_chart",
+    "GiB", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "half_dtype", "held_out_pictures", "judge", "judge_of",
+    "judge_pictures", "judge_prompts", "judge_table", "judged_check", "make_image_grid", "MiB",
+    "model_kind", "names_detail", "native_half", "pareto_front", "pick_device", "pixel_difference", "prompt_grid",
+    "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remember_half_speedup", "Results",
+    "same_layout", "same_pictures", "sd15_vae", "self_attention", "shows_prompt", "time_and_memory",
+    "time_from_steps", "time_it", "vae_latents", "weight_bytes",
 ]

@@ -1,10 +1,11 @@
-"""Checks for the notebooks' pictures: each returns a ``Check``, whether it passed and what it saw.
+"""Checks for the notebooks' pictures: each returns a ``Check``, whether it passed and what it saw, or *not judged*.
 
-``shows_prompt`` asks the `shapes` judge whether each picture shows what its prompt asks; ``same_layout`` whether
-several pictures show the same shape in the same place; ``same_pictures`` whether two sets of pictures are equal
-within a stated pixel tolerance. The judge knows only the `shapes` world: for other models the first two check
-what can be checked everywhere (no blank or NaN picture) and say that the rest was not judged. A notebook's
-checked cell prints ``check.passed``, the same on every machine and model; the detail goes in a cell beside it.
+Each model has its judge (``judge_of``): `shapes` pictures are read by the `shapes` judge (colour, shape,
+background, position); a trained model's other pictures (the real SD 1.5, a fine-tune) by measurements the field
+uses: CLIP zero-shot and CLIP score (``helpers.clip``), SSIM for layout; the presets with random weights (``tiny``,
+``sd15-random``) have none, since their pictures are noise. A check never passes what it did not measure: without
+a judge it says *not judged*. A notebook's checked cell prints ``check.verdict`` (True, False or "not judged");
+the detail goes in a cell beside it. Blank or NaN pictures raise, whatever the model.
 """
 
 from __future__ import annotations
@@ -18,29 +19,55 @@ import pandas as pd
 from . import compare
 from .images import check_images
 from .models import model_kind
-from .shapes import COLOURS, SHAPES, analyse, parse_prompt
+from .shapes import BACKGROUNDS, COLOURS, SHAPES, analyse, parse_prompt
 
-NOT_JUDGED = "not judged: the judge reads only the shapes model's pictures"
+RANDOM_WEIGHTS = "not judged: {kind} has random weights, so its pictures show nothing a judge could read"
+
+
+def judge_of(model_id: str) -> str | None:
+    """Which judge reads a model's pictures: 'shapes', 'real' (CLIP and SSIM) for any other trained model, or None."""
+    kind = model_kind(model_id)
+    return None if kind in ("tiny", "sd15-random") else "shapes" if kind == "shapes" else "real"
 
 
 @dataclass(frozen=True)
 class Check:
-    """A lesson's check: ``passed`` (what a checked cell prints) and ``detail``, what it saw (model-specific)."""
+    """A lesson's check: ``passed`` (None when not judged) and ``detail``, what it saw."""
 
-    passed: bool
+    passed: bool | None
     detail: str
-    judged: bool = True  # False where only the blank/NaN check applied: the judge reads shapes pictures only
+
+    @property
+    def judged(self) -> bool:
+        return self.passed is not None
+
+    @property
+    def verdict(self) -> bool | str:
+        """What a checked cell prints: True or False where a judge looked, else 'not judged'."""
+        return self.passed if self.judged else "not judged"
 
     def __str__(self) -> str:
-        return f"{'passed' if self.passed else 'FAILED'}: {self.detail}"
+        head = "not judged" if not self.judged else "passed" if self.passed else "FAILED"
+        return f"{head}: {self.detail.removeprefix('not judged: ')}"
 
     __repr__ = __str__
 
 
-def judged_check(passed: bool, detail: str, model_id: str) -> Check:
-    """A check that only the judge can make: as given on `shapes`, passed and marked not judged elsewhere."""
-    if model_kind(model_id) != "shapes":
-        return Check(True, NOT_JUDGED, judged=False)
+def _unjudged(model_id: str, basics: str = "", reason: str = "") -> Check:
+    reason = reason or RANDOM_WEIGHTS.format(kind=model_kind(model_id))
+    return Check(None, f"{basics}; {reason}" if basics else reason)
+
+
+def judged_check(passed: bool, detail: str, model_id: str, judges: Sequence[str] = ("shapes",)) -> Check:
+    """A check whose measurement holds for the models that ``judges`` name: as given there, not judged elsewhere.
+
+    The default is the `shapes` judge's readings (colours, backgrounds); a measurement valid for every trained model,
+    such as a VAE's PSNR, passes ``judges=("shapes", "real")``.
+    """
+    judge = judge_of(model_id)
+    if judge not in judges:
+        reason = "" if judge is None else "not judged: this measurement reads the shapes model's pictures only"
+        return _unjudged(model_id, reason=reason)
     return Check(bool(passed), detail)
 
 
@@ -92,15 +119,36 @@ def _seen(row) -> str:
     return f"{row['colour']} {row['shape']}" if row["shape"] else "no shape"
 
 
-def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Sequence[str] | None = None) -> Check:
-    """Whether every picture shows what its prompt asks (by the judge, for `shapes`).
+def _clip():
+    """The CLIP judge on the notebooks' device, or why it cannot be had."""
+    from .clip import clip_judge
+    from .device import pick_device
 
-    Raises if a picture is blank or NaN, for every model. For other models than `shapes` it says so and stops there.
+    return clip_judge(pick_device())
+
+
+def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Sequence[str] | None = None) -> Check:
+    """Whether every picture shows what its prompt asks: by the `shapes` judge, or CLIP zero-shot for a real model.
+
+    Zero-shot: each picture must score higher with its prompt than with every one of ``clip.DISTRACTORS`` (other
+    subjects, noise, flat colour). Raises if a picture is blank or NaN, for every model.
     """
     images, labels = _labelled(images, labels)
     basics = check_images(images)
-    if model_kind(model_id) != "shapes":
-        return Check(True, f"{basics}; {NOT_JUDGED}", judged=False)
+    prompts = _prompts(prompts, len(images))
+    judge = judge_of(model_id)
+    if judge is None:
+        return _unjudged(model_id, basics)
+    if judge == "real":
+        clip = _clip()
+        if isinstance(clip, str):
+            return _unjudged(model_id, basics, f"not judged: {clip}")
+        picks = clip.picks(images, prompts)
+        n, misses = len(picks), [label for label, ok in zip(labels, picks, strict=True) if not ok]
+        if not misses:
+            return Check(True, f"{n} of {n}: CLIP matches each picture with its prompt over "
+                               f"{len(_distractors())} other captions")
+        return Check(False, f"{n - len(misses)} of {n}: CLIP prefers another caption for {', '.join(misses)}")
     table = judge_table(images, prompts, labels)
     n, bad = len(table), table[~table.ok]
     if bad.empty:
@@ -112,31 +160,92 @@ def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Se
     return Check(False, f"{n - len(bad)} of {n} pictures show what their prompt asks; {misses}")
 
 
-def same_layout(images, model_id: str, tolerance: float = 3.0, labels: Sequence[str] | None = None) -> Check:
-    """Whether the pictures show the same colour and shape with centroids within ``tolerance`` pixels of each other.
+def _distractors() -> tuple[str, ...]:
+    from .clip import DISTRACTORS
 
-    For `shapes` only (by the judge); other models get the blank/NaN check and a note that the layout was not judged.
+    return DISTRACTORS
+
+
+def same_layout(images, model_id: str, tolerance: float = 3.0, labels: Sequence[str] | None = None,
+                area_ratio: float | None = None, others: Sequence | None = None) -> Check:
+    """Whether the pictures keep one layout: the same composition, whatever their colours.
+
+    `shapes`: the same shape, centroids within ``tolerance`` pixels of each other (and areas within a factor of
+    ``area_ratio``, if given). A real model: every pair's SSIM (``compare.layout_similarity``) above the highest SSIM
+    between the first picture and ``others``, pictures of the same prompt from other seeds (without them: not judged).
     """
     images, labels = _labelled(images, labels)
     basics = check_images(images)
-    if model_kind(model_id) != "shapes":
-        return Check(True, f"{basics}; {NOT_JUDGED}", judged=False)
+    judge = judge_of(model_id)
+    if judge is None:
+        return _unjudged(model_id, basics)
+    if judge == "real":
+        if not others:
+            return _unjudged(model_id, basics, "not judged: a layout is judged against other seeds' pictures")
+        within = min(compare.layout_similarity(a, b) for i, a in enumerate(images) for b in images[i + 1 :])
+        across = max(compare.layout_similarity(images[0], other) for other in others)
+        detail = f"SSIM {within:.2f} at least between these pictures, {across:.2f} at most with other seeds'"
+        return Check(within > across, detail)
     seen = [analyse(image) for image in images]
     first = seen[0]
-    kinds = {(v.colour, v.shape) for v in seen}
     spread = max(math.dist((a.cx, a.cy), (b.cx, b.cy)) for a in seen for b in seen)
-    if len(kinds) == 1 and first.shape and spread <= tolerance:
-        return Check(True, f"all {len(seen)} pictures show the same {first.colour} {first.shape}, "
-                           f"centroids within {tolerance:g} px of each other")
-    where = "; ".join(f"{label}: {v.colour or 'no'} {v.shape or 'shape'} at ({v.cx:.1f}, {v.cy:.1f})"
+    areas = [v.area for v in seen]
+    area_ok = area_ratio is None or (min(areas) > 0 and max(areas) / min(areas) <= area_ratio)
+    if len({v.shape for v in seen}) == 1 and first.shape and spread <= tolerance and area_ok:
+        sized = f", areas within a factor of {area_ratio:g}" if area_ratio else ""
+        return Check(True, f"all {len(seen)} pictures show a {first.shape} in the same place: centroids within "
+                           f"{tolerance:g} px of each other{sized}")
+    where = "; ".join(f"{label}: {v.colour or 'no'} {v.shape or 'shape'} at ({v.cx:.1f}, {v.cy:.1f}), {v.area} px"
                       for label, v in zip(labels, seen, strict=True))
-    return Check(False, f"the pictures differ (tolerance {tolerance:g} px): {where}")
+    return Check(False, f"the layouts differ (tolerance {tolerance:g} px): {where}")
 
 
-def pixel_difference(a, b) -> tuple[float, float]:
-    """Largest and mean absolute difference between two pictures (or two lists of them), in 0-255 levels."""
-    diff = compare.pixel_difference(a, b)
-    return diff.max, diff.mean
+def names_detail(short, detailed, prompt: str, model_id: str, share: float = 0.75) -> Check:
+    """Whether the detailed prompt's pictures show its detail more than the short prompt's do (03).
+
+    `shapes`: the background it names, in at least ``share`` of them and in more than with the short prompt. A
+    real model: a higher mean CLIP score with the detailed prompt than the short prompt's pictures get.
+    """
+    basics = check_images(list(short) + list(detailed))
+    judge = judge_of(model_id)
+    if judge is None:
+        return _unjudged(model_id, basics)
+    if judge == "real":
+        clip = _clip()
+        if isinstance(clip, str):
+            return _unjudged(model_id, basics, f"not judged: {clip}")
+        before, after = clip.scores(short, prompt).mean(), clip.scores(detailed, prompt).mean()
+        return Check(bool(after > before), f"mean CLIP score with the detailed prompt {after:.1f} against {before:.1f}")
+    named = next((name for name in BACKGROUNDS if f"on a {name} background" in prompt), None)
+    if named is None:
+        raise ValueError(f"{prompt!r} names no background: name one of {', '.join(BACKGROUNDS)}.")
+    before, after = [analyse(image).background for image in short], [analyse(image).background for image in detailed]
+    n, hits = len(after), after.count(named)
+    return Check(hits >= share * n and hits > before.count(named),
+                 f"{named}: {hits} of {n} with the detailed prompt, {before.count(named)} of {len(before)} without")
+
+
+def avoids(without, with_negative, negative: str, model_id: str) -> Check:
+    """Whether a negative prompt makes its content rarer (03): `shapes`, fewer pictures on the background it names;
+    a real model, a lower mean CLIP score with the negative prompt's text."""
+    basics = check_images(list(without) + list(with_negative))
+    judge = judge_of(model_id)
+    if judge is None:
+        return _unjudged(model_id, basics)
+    if judge == "real":
+        clip = _clip()
+        if isinstance(clip, str):
+            return _unjudged(model_id, basics, f"not judged: {clip}")
+        before, after = clip.scores(without, negative).mean(), clip.scores(with_negative, negative).mean()
+        return Check(bool(after < before),
+                     f"mean CLIP score with {negative!r}: {after:.1f} with it, {before:.1f} without")
+    unwanted = next((word for word in negative.split() if word in BACKGROUNDS), None)
+    if unwanted is None:
+        raise ValueError(f"{negative!r} names no background: name one of {', '.join(BACKGROUNDS)}.")
+    before = sum(analyse(image).background == unwanted for image in without)
+    after = sum(analyse(image).background == unwanted for image in with_negative)
+    return Check(after < before,
+                 f"{unwanted}: {after} of {len(with_negative)} with it, {before} of {len(without)} without")
 
 
 def same_pictures(a, b, mean_below: float = 1.0) -> Check:
@@ -144,7 +253,7 @@ def same_pictures(a, b, mean_below: float = 1.0) -> Check:
     a, b = list(a), list(b)
     if len(a) != len(b):
         raise ValueError(f"Cannot compare {len(a)} pictures with {len(b)}.")
-    means = [pixel_difference(x, y)[1] for x, y in zip(a, b, strict=True)]
+    means = [compare.pixel_difference(x, y).mean for x, y in zip(a, b, strict=True)]
     far = [i for i, m in enumerate(means) if m >= mean_below]
     largest = f"the largest mean {max(means):.2f}"
     if not far:

@@ -101,16 +101,26 @@ def half_dtype(device: str | torch.device | None = None) -> torch.dtype:
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
-def recipe_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """The dtype the tutorial's recipe runs in: the device's 16-bit type where it is fast, else float32.
+def native_half(device: str | torch.device | None = None) -> bool:
+    """Whether the device computes its 16-bit type natively: a GPU always, a CPU with AMX or AVX-512 BF16 (01)."""
+    device = torch.device(device) if device is not None else pick_device()
+    return device.type != "cpu" or cpu_has_fast_bf16()
 
-    float16 on CUDA (as the guide) and MPS; on a CPU, bfloat16 where it is native (``cpu_has_fast_bf16``) and
-    float32 elsewhere, because emulated bfloat16 is many times slower than float32 (notebook 01 measures it).
+
+def recipe_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The dtype the tutorial's recipe runs in: the device's 16-bit type where it is faster, else float32.
+
+    float16 on CUDA (as the guide) and MPS. On a CPU, float32 where bfloat16 would be emulated (no AMX or AVX-512
+    BF16: many times slower, notebook 01 measures it); where it is native, bfloat16 only if SD 1.5's first level
+    runs faster in it than in float32 on this machine (``half_speedup``: measured once per machine, or taken from
+    notebook 01's measurement). Some CPUs with AVX-512 BF16 but no AMX run it slower than float32 at real size.
     """
     device = torch.device(device) if device is not None else pick_device()
-    if device.type == "cpu" and not cpu_has_fast_bf16():
+    if device.type != "cpu":
+        return half_dtype(device)
+    if not cpu_has_fast_bf16():
         return torch.float32
-    return half_dtype(device)
+    return torch.bfloat16 if half_speedup() > 1 else torch.float32
 
 
 def recipe_dtype_reason(device: str | torch.device | None = None) -> str:
@@ -119,12 +129,82 @@ def recipe_dtype_reason(device: str | torch.device | None = None) -> str:
     dtype = str(recipe_dtype(device)).removeprefix("torch.")
     if device.type != "cpu":
         return f"{dtype}: the 16-bit type {device.type.upper()} computes fast, as the guide recommends"
-    if dtype == "bfloat16":
-        return "bfloat16: this CPU computes it natively (AMX or AVX-512 BF16)"
+    if cpu_has_fast_bf16():
+        speed = f"SD 1.5's first level ran {half_speedup():.2f}x as fast in bfloat16 as in float32 here (measured)"
+        if dtype == "bfloat16":
+            return f"bfloat16: this CPU computes it natively (AMX or AVX-512 BF16), and {speed}"
+        return f"float32: this CPU computes bfloat16 natively, but {speed}"
     flags = _cpu_flags() or set()
     why = ("its AMX / AVX-512 BF16 is capped off here (ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY)"
            if flags & NATIVE_BF16_FLAGS else "this CPU has no native bfloat16 (no AMX or AVX-512 BF16)")
     return f"float32: {why}, so PyTorch would emulate bfloat16, many times slower than float32"
+
+
+# The measured half of the policy: how much faster bfloat16 runs SD 1.5's first level than float32 on this machine.
+HALF_SPEED_FILE = "half-speed.json"
+
+
+def machine_key() -> str:
+    """What a speed measurement depends on: CPU model and kind, caps, threads, torch version."""
+    import os
+
+    flags = sorted((_cpu_flags() or set()) & {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"})
+    caps = [os.environ.get(name, "") for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
+    return "|".join([cpu_model(), *flags, *caps, str(torch.get_num_threads()), torch.__version__])
+
+
+def _half_speed_path() -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / HALF_SPEED_FILE
+
+
+def remember_half_speedup(float32_s: float, half_s: float) -> float:
+    """Record a measured float32 / bfloat16 time of SD 1.5's first level on this CPU (01); returns the speedup."""
+    import json
+    import os
+    import tempfile
+
+    speedup = float32_s / half_s
+    path = _half_speed_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".partial") as out:
+        json.dump({"machine": machine_key(), "speedup": speedup, "float32 s": float32_s, "bfloat16 s": half_s}, out)
+    os.replace(out.name, path)  # another process reads a whole file or the previous one
+    return speedup
+
+
+def half_speedup() -> float:
+    """How many times faster SD 1.5's first level runs in bfloat16 than in float32 on this CPU (below 1: slower).
+
+    Read from the last measurement on this machine (notebook 01 records one), else measured now at real size: the
+    fastest of two timed runs after a warm-up, per precision (the fastest, since a busy machine only adds time);
+    about 6 s on 2 cores where bfloat16 is native.
+    """
+    import json
+
+    path = _half_speed_path()
+    try:
+        record = json.loads(path.read_text())
+        if record["machine"] == machine_key():
+            return float(record["speedup"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return measure_half_speedup()
+
+
+def measure_half_speedup() -> float:
+    """Time SD 1.5's first level in float32 and bfloat16 on the CPU, record the speedup and return it."""
+    from .realsize import first_level, first_level_inputs
+    from .timing import time_it
+
+    layer, seconds = first_level(), {}
+    for dtype in (torch.float32, torch.bfloat16):
+        layer = layer.to(dtype)
+        inputs = first_level_inputs(dtype=dtype)
+        with torch.inference_mode():
+            seconds[dtype] = time_it(lambda: layer(**inputs), repeats=2, warmup=1).min  # noqa: B023
+    return remember_half_speedup(seconds[torch.float32], seconds[torch.bfloat16])
 
 
 def as_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:

@@ -258,3 +258,13 @@ def find_max_batch(
             top = mid
     search.max_batch = good
     return search
+
+
+def device_memory(device: str | torch.device | None = None) -> int:
+    """Bytes of memory the device has: a GPU's own (CUDA), else the machine's RAM (CPU, and Apple's shared memory)."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total

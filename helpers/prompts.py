@@ -21,9 +21,11 @@ NEGATIVE = "blurry, low quality, deformed, extra fingers, watermark, text"
 
 # Each guide phrase and its shapes counterpart. The guide's tweak varies the chief's age, shapes varies the circle's
 # colour ("a old warrior chief" stays red, so the tweak's second prompt is the detailed prompt, as in the guide).
-# Measured with the shipped model at seeds 0-7, DPM-Solver++ 20 steps, in float32, bfloat16 and float16 alike:
-# "a red circle" is a red circle at all eight seeds, on a gray background at five and black at three; naming a white
-# background gives white at all eight; a negative prompt naming the gray background leaves none gray.
+# Measured with the shipped model at seeds 0-7, DPM-Solver++ 20 steps (scripts/check_shapes_seeds.py checks these in
+# float32, bfloat16 and float16): "a red circle" is a red circle at all eight seeds, on a gray or a black background
+# (how many of each depends on the precision: 4 and 4 in the stored bfloat16 run); naming a white background gives
+# white at all eight; a negative prompt naming the gray background leaves fewer gray (3 of 4 seeds gray without it,
+# 1 with it, in float32 on an Intel Xeon).
 AGE_COLOURS = dict(zip(GUIDE_AGES, ("orange", "red", "yellow", "green"), strict=True))
 SHAPES_PHRASES = {
     **{f"portrait photo of {age}": f"a {colour} circle" for age, colour in AGE_COLOURS.items()},

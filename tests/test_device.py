@@ -33,13 +33,15 @@ AVX2_CPU = "model name\t: EPYC 7003\nflags\t\t: avx2 fma f16c\n"
 
 @pytest.fixture
 def fake_cpu(monkeypatch):
-    """Make the device module see another x86 CPU: its /proc/cpuinfo, oneDNN's answer and ATen's capability."""
+    """Make the device module see another x86 CPU: its /proc/cpuinfo, oneDNN's answer, ATen's capability, and how
+    much faster bfloat16 ran SD 1.5's first level than float32 (``speedup``, the recipe's measurement)."""
 
-    def fake(cpuinfo: str, onednn: bool = True, capability: str = "AVX512") -> None:
+    def fake(cpuinfo: str, onednn: bool = True, capability: str = "AVX512", speedup: float = 2.0) -> None:
         monkeypatch.setattr(device_module, "_cpuinfo", lambda: cpuinfo)
         monkeypatch.setattr(device_module, "_onednn_has_bf16", lambda: onednn)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
         monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
+        monkeypatch.setattr(device_module, "half_speedup", lambda: speedup)
 
     return fake
 
@@ -74,6 +76,34 @@ def test_the_recipe_dtype_per_device_and_cpu_kind(fake_cpu, simulate_device, kin
     assert recipe_dtype() is expected and recipe_dtype(kind) is expected
     assert as_dtype("recipe", kind) is expected
     assert recipe_dtype_reason(kind).startswith(str(expected).removeprefix("torch.") + ": ")
+
+
+def test_native_bfloat16_that_runs_slower_keeps_the_recipe_in_float32(fake_cpu):
+    """An Intel Xeon with AVX-512 BF16 and no AMX ran SD 1.5's UNet step 1.4x slower in bfloat16: the recipe acts on
+    the measurement, not on the instruction set."""
+    fake_cpu(AVX512_BF16_CPU, speedup=0.71)
+    assert recipe_dtype("cpu") is torch.float32
+    assert recipe_dtype_reason("cpu").startswith("float32: this CPU computes bfloat16 natively, but")
+    assert "0.71x as fast" in recipe_dtype_reason("cpu")
+    fake_cpu(AVX512_BF16_CPU, speedup=1.8)
+    assert recipe_dtype("cpu") is torch.bfloat16 and "1.80x as fast" in recipe_dtype_reason("cpu")
+    assert device_module.native_half("cpu") and device_module.native_half("cuda")
+    fake_cpu(AVX2_CPU, onednn=False, capability="AVX2", speedup=5.0)  # never read: bfloat16 would be emulated
+    assert recipe_dtype("cpu") is torch.float32 and not device_module.native_half("cpu")
+
+
+def test_the_speed_measurement_is_kept_per_machine(monkeypatch, tmp_path):
+    """half_speedup reads what this machine recorded (notebook 01 records one) and measures only when it has none
+    for this machine: another CPU, thread count or ISA cap is another machine."""
+    monkeypatch.setenv("EFFICIENT_DIFFUSION_CACHE", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(device_module, "measure_half_speedup", lambda: measured.append(1) or 0.5)
+    assert device_module.remember_half_speedup(1.0, 0.8) == pytest.approx(1.25)
+    assert device_module.half_speedup() == pytest.approx(1.25) and not measured
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert device_module.half_speedup() == 0.5 and measured == [1]
+    (tmp_path / device_module.HALF_SPEED_FILE).write_text("not json")
+    assert device_module.half_speedup() == 0.5 and measured == [1, 1]
 
 
 def test_the_reason_names_a_cap_or_a_missing_instruction_set(fake_cpu):

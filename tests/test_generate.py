@@ -137,10 +137,13 @@ def test_one_process_writes_every_picture_and_the_index(single):
     assert not list(single.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize(("native", "expected"), [(False, "float32"), (True, "bfloat16")])
-def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, capsys, native, expected):
-    """A CPU that would emulate bfloat16 generates in float32 by default; one with AMX or AVX-512 BF16 in bfloat16."""
+@pytest.mark.parametrize(("native", "speedup", "expected"),
+                         [(False, 2.0, "float32"), (True, 2.0, "bfloat16"), (True, 0.7, "float32")])
+def test_the_default_dtype_follows_the_recipe_policy(tmp_path, monkeypatch, capsys, native, speedup, expected):
+    """A CPU that would emulate bfloat16 generates in float32 by default; one with AMX or AVX-512 BF16 in bfloat16
+    where bfloat16 ran SD 1.5's first level faster than float32 on it, else in float32."""
     monkeypatch.setattr("helpers.device.cpu_has_fast_bf16", lambda: native)
+    monkeypatch.setattr("helpers.device.half_speedup", lambda: speedup)
     (tmp_path / "one.txt").write_text("a red circle\n")
     assert run.parse_args([str(tmp_path / "one.txt"), "--out", "x"]).dtype == "recipe"
     assert run_here(tmp_path / "one.txt", tmp_path / "out", "--steps", "1") == 0

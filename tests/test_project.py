@@ -144,6 +144,6 @@ def test_lessons_are_checked_with_the_judge(path):
               "02_memory.ipynb": {"shown": "shows_prompt(", "same": "same_pictures("}}
     for name, call in wanted[path.name].items():
         assert any(f"{name} = {call}" in c for c in cells), f"{name} = {call}...)"
-        assert f"{name}.passed" in checked, f"a checked cell prints {name}.passed"
+        assert f"{name}.verdict" in checked, f"a checked cell prints {name}.verdict"
     if path.name == "01_speed.ipynb":  # shown, not checked: CUDA's float16 moves it (docs/shapes.md)
-        assert any("layout = same_layout(rungs" in c for c in cells) and "layout.passed" not in checked
+        assert any("layout = same_layout(rungs" in c for c in cells) and "layout.verdict" not in checked

@@ -82,13 +82,19 @@ class Config:
 def vae_autocast():
     """The VAE's CPU autocast in every phase: bfloat16 where the CPU computes it natively, else off (float32).
 
-    The tutorial's precision policy (``device.recipe_dtype``): on a CPU that emulates bfloat16 it would be many times
-    slower than float32. The same seeds give other weights in float32 than in bfloat16: the shipped ones are
-    bfloat16's, and ``make shapes`` remakes them byte for byte only on a CPU with native bfloat16.
+    By the instruction set alone (``device.cpu_has_fast_bf16``), not by the recipe's speed measurement, so that one
+    CPU kind always trains the same way: on a CPU that emulates bfloat16 it would be many times slower than float32.
+    The same seeds give other weights in float32 than in bfloat16: the shipped ones are bfloat16's, and ``make
+    shapes`` remakes them byte for byte only on a CPU with native bfloat16.
     """
-    from ..device import recipe_dtype
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_dtype() == torch.bfloat16)
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe_dtype("cpu") == torch.bfloat16)
+
+def cpu_dtype() -> torch.dtype:
+    """The precision of ``vae_autocast``: bfloat16 where the CPU computes it natively, else float32."""
+    from ..device import cpu_has_fast_bf16
+
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def pictures(rng: random.Random, n: int) -> tuple[torch.Tensor, list]:
@@ -287,10 +293,8 @@ def _vae_phase_settings(cfg: Config) -> dict:
     """What phases 1-2 depend on: their settings, the CPU's precision policy and the libraries' versions."""
     import diffusers
 
-    from ..device import recipe_dtype
-
     settings = {name: getattr(cfg, name) for name in VAE_PHASE_SETTINGS}
-    settings["cpu_dtype"] = str(recipe_dtype("cpu")).removeprefix("torch.")  # vae_autocast's choice
+    settings["cpu_dtype"] = str(cpu_dtype()).removeprefix("torch.")  # vae_autocast's choice
     settings.update(torch=torch.__version__, diffusers=diffusers.__version__)
     return json.loads(json.dumps(settings))  # tuples as lists, as read back from the file
 
