@@ -53,6 +53,7 @@ def run(path: Path, out_dir: Path, kernel: str) -> bool:
     if kernelspec:  # keep the notebook's own kernel (Colab and Jupyter users open the executed copy too)
         nb.metadata["kernelspec"] = kernelspec
     out_dir.mkdir(parents=True, exist_ok=True)
+    one_picture_each(nb)
     nbformat.write(nb, out_dir / path.name)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
@@ -61,6 +62,15 @@ def run(path: Path, out_dir: Path, kernel: str) -> bool:
     for line in summary_lines(nb):
         print("  " + line.replace("\n", "\n  "))
     return ok
+
+
+def one_picture_each(nb) -> None:
+    """Keep each picture once, as PNG: IPython stores a PIL image as both image/png and image/jpeg."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" in data:
+                data.pop("image/jpeg", None)
 
 
 def shown(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Write the repository address from pyproject.toml's [project.urls] into the notebooks' badge and install cells.
+"""Write the repository address from pyproject.toml's [project.urls] into the notebooks' badge, install cells and
+links to docs/ (absolute, so that they work in Colab, on GitHub and in Jupyter alike).
 
 Usage: python scripts/sync_urls.py [--check]    (--check: exit 1 if a notebook is out of date)
 """
@@ -16,6 +17,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s\"]+")
 INSTALL = re.compile(r"git\+https://github\.com/[^\s\"']+")
+DOCS = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/blob/main/docs/")
 
 
 def repository() -> str:
@@ -40,6 +42,7 @@ def sync(nb_path: Path, url: str, write: bool) -> bool:
     for cell in nb.cells:
         new = BADGE.sub(badge, cell.source)
         new = INSTALL.sub(install, new)
+        new = DOCS.sub(f"{url}/blob/main/docs/", new)
         if new != cell.source:
             cell.source, changed = new, True
     if changed and write:

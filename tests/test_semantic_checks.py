@@ -29,7 +29,7 @@ def _copy_repository(to: Path) -> None:
     (to / "notebooks").mkdir()
     notebook = json.loads((ROOT / NOTEBOOK).read_text(encoding="utf-8"))
     cells = notebook["cells"]
-    last = max(i for i, cell in enumerate(cells) if _is_judge_check("".join(cell["source"])))
+    last = max(i for i, cell in enumerate(cells) if _is_judge_check(cell))
     notebook["cells"] = cells[: last + 1]  # the cells after the last judge check only cost time here
     (to / NOTEBOOK).write_text(json.dumps(notebook), encoding="utf-8")
     (to / "tests").mkdir()
@@ -37,9 +37,10 @@ def _copy_repository(to: Path) -> None:
     shutil.copy(ROOT / "pyproject.toml", to / "pyproject.toml")
 
 
-def _is_judge_check(source: str) -> bool:
-    """Whether a cell's source is a compared cell that prints the judge's verdicts."""
-    return "NBVAL_CHECK_OUTPUT" in source and any(call in source for call in JUDGED)
+def _is_judge_check(cell: dict) -> bool:
+    """Whether a cell is a compared cell (tagged nbval-check-output) that prints a judge's verdicts."""
+    source = "".join(cell["source"])
+    return "nbval-check-output" in cell.get("metadata", {}).get("tags", []) and any(c in source for c in JUDGED)
 
 
 def _randomise_unet(folder: Path) -> None:
@@ -54,11 +55,11 @@ def _randomise_unet(folder: Path) -> None:
     assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() != before
 
 
-def _failing_cells(report: str, notebook: Path) -> list[str]:
-    """The source of each cell nbval reports as failed (nbval numbers the code cells only)."""
+def _failing_cells(report: str, notebook: Path) -> list[dict]:
+    """Each cell nbval reports as failed (nbval numbers the code cells only)."""
     cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
     indices = {int(i) for i in re.findall(rf"FAILED \S*{re.escape(notebook.name)}::Cell (\d+)", report)}
-    return ["".join(cells[i]["source"]) for i in sorted(indices) if i < len(cells)]
+    return [cells[i] for i in sorted(indices) if i < len(cells)]
 
 
 @pytest.mark.slow
@@ -81,5 +82,5 @@ def test_random_unet_fails_a_semantic_cell(tmp_path):
     assert run.returncode == 1, f"nbval should fail on the random UNet (exit {run.returncode}):\n{report[-3000:]}"
     failing = _failing_cells(report, copy / NOTEBOOK)
     assert failing, f"no failing cell found in nbval's report:\n{report[-3000:]}"
-    semantic = [source for source in failing if _is_judge_check(source)]
-    assert semantic, "the failing cells are not judge checks:\n" + "\n---\n".join(failing)
+    semantic = [cell for cell in failing if _is_judge_check(cell)]
+    assert semantic, "the failing cells are not judge checks:\n" + "\n---\n".join("".join(c["source"]) for c in failing)
