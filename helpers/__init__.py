@@ -9,7 +9,7 @@ Importing has one side effect: transformers' notice that torchvision is missing,
 are imported, is hidden (``models.hide_torchvision_notice``); every other warning still shows.
 """
 
-from .bench.figures import read_bench  # 01
+from .bench_figures import read_bench  # 01
 from .checks import (  # 01-04
     avoids,
     judge_of,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers.bench.figures import read_bench
+from helpers.bench_figures import read_bench
 from helpers.errors import TutorialError
 
 # Rows as `make bench` writes them to build/bench.json (fabricated numbers, the real keys).

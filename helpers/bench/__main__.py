@@ -11,11 +11,11 @@ import torch
 
 import helpers.bench as package
 
+from ..bench_figures import format_table, write_figures
 from ..device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
 from ..errors import TutorialError
 from ..models import choose_model, hide_torchvision_notice, model_kind
 from . import peers
-from .figures import format_table, write_figures
 from .flops import flops_text
 from .ladder import climb, ladder
 from .peak import measure_peak

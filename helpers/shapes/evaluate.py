@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .judge import _largest_blob, analyse, off_background
-from .world import BACKGROUNDS, COLOURS, SHAPES, Scene, shape_mask
+from .world import BACKGROUNDS, COLOURS, SHAPES, Scene, pictures, shape_mask
 
 STRAY_MARGIN = 2  # pixels this close to the shape (its true outline, or a generated picture's blob) never count
 
@@ -76,8 +76,6 @@ def adherence(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame | pd.S
 
 def held_out_pictures(n: int = 256, seed: int = 20_000) -> torch.Tensor:
     """``n`` rendered pictures never seen in training, as a (n, 3, 64, 64) tensor in [-1, 1]."""
-    from .train import pictures
-
     return pictures(random.Random(seed), n)[0]
 
 
@@ -116,18 +114,22 @@ def reconstruct(vae, pictures: torch.Tensor) -> np.ndarray:
 
 def vae_stray_rate(vae, n: int = 400, seed: int = 20_000) -> float:
     """Share (%) of ``n`` held-out pictures whose reconstruction shows stray colour beyond the true outline."""
-    from .train import pictures
-
     images, scenes = pictures(random.Random(seed), n)
     recons = reconstruct(vae.float().cpu(), images)
     return 100 * float(np.mean([has_stray_colour(r, s) for r, s in zip(recons, scenes, strict=True)]))
 
 
-def vae_psnr(vae, pictures: torch.Tensor) -> float:
-    """PSNR (dB) of a VAE's reconstructions of ``pictures``; higher is better."""
-    from .train import psnr
+def psnr(vae, images: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of the VAE's reconstructions (latent mean, decoded) of ``images``."""
+    with torch.no_grad():
+        out = torch.cat([vae.decode(vae.encode(x).latent_dist.mode()).sample for x in images.split(32)])
+    mse = torch.nn.functional.mse_loss(out.clamp(-1, 1), images).item() / 4  # images span 2: a range of 1
+    return 10 * np.log10(1 / mse)
 
-    return psnr(vae.float().cpu(), pictures)
+
+def vae_psnr(vae, images: torch.Tensor) -> float:
+    """PSNR (dB) of a VAE's reconstructions of ``images`` in float32 on the CPU; higher is better."""
+    return psnr(vae.float().cpu(), images)
 
 
 def reconstruction_grid(vae, vae_ft, n: int = 9, seed: int = 20_000, scale: int = 2):

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..tokenizer import build_tokenizer
-from .world import SIZE, WORDS, caption, render, sample_scene
+from .evaluate import psnr
+from .world import SIZE, WORDS, caption, pictures
 
 # Stable Diffusion 1.5's noise schedule and default scheduler, so every compatible scheduler works as on SD 1.5.
 SD15_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
@@ -95,21 +96,6 @@ def cpu_dtype() -> torch.dtype:
     from ..device import cpu_has_fast_bf16
 
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-def pictures(rng: random.Random, n: int) -> tuple[torch.Tensor, list]:
-    """``n`` random scenes, rendered as a (n, 3, 64, 64) float tensor in [-1, 1], with the scenes."""
-    scenes = [sample_scene(rng) for _ in range(n)]
-    array = np.stack([np.asarray(render(s)) for s in scenes])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1, scenes
-
-
-def psnr(vae, images: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of the VAE's reconstructions (latent mean, decoded) of ``images``."""
-    with torch.no_grad():
-        out = torch.cat([vae.decode(vae.encode(x).latent_dist.mode()).sample for x in images.split(32)])
-    mse = F.mse_loss(out.clamp(-1, 1), images).item() / 4  # images span 2, so rescale to a range of 1
-    return 10 * np.log10(1 / mse)
 
 
 def _cosine(optimizer, warmup: int, total: int):

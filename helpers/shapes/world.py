@@ -112,3 +112,12 @@ def sample_batch(rng: random.Random, n: int) -> tuple[np.ndarray, list[Scene]]:
     """``n`` random scenes and their pictures as a uint8 array of shape (n, 64, 64, 3)."""
     scenes = [sample_scene(rng) for _ in range(n)]
     return np.stack([np.asarray(render(s)) for s in scenes]), scenes
+
+
+def pictures(rng: random.Random, n: int):
+    """``n`` random scenes, rendered as a (n, 3, 64, 64) float tensor in [-1, 1], with the scenes."""
+    import torch
+
+    scenes = [sample_scene(rng) for _ in range(n)]
+    array = np.stack([np.asarray(render(s)) for s in scenes])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1, scenes

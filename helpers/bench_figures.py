@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import TutorialError
+from .errors import TutorialError
 
 
 def format_table(rows: list[dict]) -> pd.DataFrame:
