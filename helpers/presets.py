@@ -24,15 +24,9 @@ signature cropped worst jpeg artifacts duplicate mutated disfigured and with in 
 very best high resolution masterpiece trending award winning canon nikon lens depth field
 """
 
-SD15_SCHEDULER = dict(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    num_train_timesteps=1000,
-    skip_prk_steps=True,
-    steps_offset=1,
-    set_alpha_to_one=False,
-)
+# Stable Diffusion 1.5's noise schedule (what a model is trained with), and its default scheduler, PNDM, on it.
+SD15_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+SD15_SCHEDULER = dict(SD15_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
 
 SD15_UNET = dict(
     sample_size=64,
@@ -106,15 +100,15 @@ TINY_TEXT = dict(
 )
 
 
-def build_tokenizer() -> CLIPTokenizer:
+def preset_tokenizer() -> CLIPTokenizer:
     """A CLIP tokenizer that keeps the word list's words whole; the same vocabulary in every process."""
-    from .tokenizer import build_tokenizer as build
+    from .tokenizer import build_tokenizer
 
-    return build([word for word in _CORPUS.split() if word.isalpha()])
+    return build_tokenizer([word for word in _CORPUS.split() if word.isalpha()])
 
 
 def _build(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int) -> StableDiffusionPipeline:
-    tokenizer = build_tokenizer()
+    tokenizer = preset_tokenizer()
     text_config = CLIPTextConfig(
         **{**text_cfg, "vocab_size": max(text_cfg["vocab_size"], len(tokenizer))},
         bos_token_id=tokenizer.bos_token_id,
@@ -127,16 +121,14 @@ def _build(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int) -> StableDi
         unet = UNet2DConditionModel(**unet_cfg)
         vae = AutoencoderKL(**vae_cfg)
         text_encoder = CLIPTextModel(text_config)
-    return StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=PNDMScheduler(**SD15_SCHEDULER),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return assemble(vae.eval(), text_encoder.eval(), tokenizer, unet.eval())
+
+
+def assemble(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
+    """An SD 1.x pipeline of these parts with SD 1.5's PNDM scheduler and no safety checker (presets, shapes)."""
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
 
 
 def tiny(seed: int = 0) -> StableDiffusionPipeline:

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from helpers.checks import same_layout, shows_prompt
 from helpers.models import WEIGHTS, hide_torchvision_notice, quiet_logs
 from helpers.prompts import AGE_COLOURS, GUIDE_AGES, GUIDE_DETAILS, GUIDE_PROMPT, GUIDE_STYLE, NEGATIVE, for_model
 from helpers.shapes import BACKGROUNDS
@@ -33,7 +33,8 @@ TWEAKS = [for_model(f"portrait photo of {age}{GUIDE_DETAILS}{GUIDE_STYLE}", SHAP
 TWEAK_COLOURS = [AGE_COLOURS[age] for age in GUIDE_AGES]
 # Notebook 01's seed, and 03's seed and tolerances for the tweak (their cells spell them out; keep these in step).
 # 03's seed comes from a scan of seeds 0-23 in float32, bfloat16 and float16 on an AMX CPU with the weights of
-# issue #25 (11 was the only one that held in all three; not yet run on a GPU): docs/shapes.md.
+# issue #25 (11 was the only one that held in all three; not yet run on a GPU): docs/shapes.md. 03 shows seeds 8-15
+# before it tweaks 11; the tweak is judged by the notebook's own checks (helpers.checks), called here.
 SEED, TWEAK_SEED, MOVE_PX, AREA_RATIO = 0, 11, 9, 1.25
 
 
@@ -98,13 +99,12 @@ def facts(folder: Path, dtype: torch.dtype, device: str = "cpu", first=None):
     without, with_it = (sum(v.background == avoided for v in views) for views in (short[:4], negative))
     yield (f"03: the negative prompt {UNWANTED!r} leaves fewer {avoided} backgrounds", with_it < without,
            f"{with_it} vs {without} of 4")
-    tweak = seen(pipeline, TWEAKS, [TWEAK_SEED] * len(TWEAKS), steps=25)
-    kept = tweak[1]
-    moved = max(math.dist((v.cx, v.cy), (kept.cx, kept.cy)) for v in tweak)
-    ratio = max(float(np.exp(abs(np.log(v.area / kept.area)))) for v in tweak)
+    generators = [torch.Generator("cpu").manual_seed(TWEAK_SEED) for _ in TWEAKS]
+    images = pipeline(TWEAKS, generator=generators, num_inference_steps=25).images
+    shown, stays = shows_prompt(images, TWEAKS, SHAPES), same_layout(images, SHAPES, MOVE_PX, area_ratio=AREA_RATIO)
     yield (f"03: the tweak (seed {TWEAK_SEED}) keeps each colour and the layout",
-           [v.colour for v in tweak] == list(TWEAK_COLOURS) and moved <= MOVE_PX and ratio <= AREA_RATIO,
-           f"{[v.colour for v in tweak]}, centroids within {moved:.1f} px, areas within {ratio:.3f}x")
+           [analyse(image).colour for image in images] == list(TWEAK_COLOURS) and shown.passed and stays.passed,
+           f"{shown}; {stays}")
 
 
 def main(argv: list[str]) -> int:

@@ -157,7 +157,7 @@ def test_tiny_has_the_real_classes():
 
 
 def test_tokenizer_knows_the_guide_prompt_words():
-    tok = presets.build_tokenizer()
+    tok = presets.preset_tokenizer()
     ids = tok("portrait photo of a old warrior chief").input_ids
     assert len(ids) == 9  # start + 7 words + end, as with CLIP's real vocabulary
     assert tok.unk_token_id not in ids[1:-1]

@@ -18,13 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..presets import SD15_SCHEDULE, assemble
 from ..tokenizer import build_tokenizer
 from .evaluate import psnr
 from .world import SIZE, WORDS, caption, pictures
-
-# Stable Diffusion 1.5's noise schedule and default scheduler, so every compatible scheduler works as on SD 1.5.
-SD15_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-SD15_PNDM = dict(SD15_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
 
 
 @dataclasses.dataclass
@@ -347,7 +344,7 @@ def train(cfg: Config, out: Path, resume: Path | None = None, vae_phases: Path |
     written after them; the run then goes on exactly as a whole one, so a rerun that changes only the UNet's
     settings skips the VAE's half and still makes the same files as ``train`` from scratch.
     """
-    from diffusers import AutoencoderKL, DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, DiffusionPipeline
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -412,16 +409,9 @@ def train(cfg: Config, out: Path, resume: Path | None = None, vae_phases: Path |
     report["seconds"]["total"] = sum(report["seconds"].values())
     report["psnr"].update(vae=psnr(vae, held_out), vae_ft=psnr(tuned, held_out))
 
-    pipeline = StableDiffusionPipeline(
-        vae=vae.half(),  # stored in half precision to stay small; from_pretrained gives float32 as usual
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet.half(),
-        scheduler=PNDMScheduler(**SD15_PNDM),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    # SD 1.5's noise schedule and default scheduler, so every compatible scheduler works as on SD 1.5. UNet and VAE
+    # are stored in half precision to stay small; from_pretrained gives float32 as usual.
+    pipeline = assemble(vae.half(), text_encoder, tokenizer, unet.half())
     out.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out / "shapes", safe_serialization=True)
     tuned.half().save_pretrained(out / "shapes-vae-ft", safe_serialization=True)
