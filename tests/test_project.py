@@ -23,9 +23,12 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_matches_pyproject():
+    """The same requirements as pyproject.toml, except torch, pinned as the Makefile pins it."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"] + extras["dev"] + extras["peers"]}
+    pinned = re.search(r"^TORCH_SPEC \?= (torch==[\w.]+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    wanted["torch"] = pinned
     listed = {}
     text = (ROOT / "environment.yml").read_text()
     for line in text[text.index("dependencies:"):].splitlines():
@@ -33,6 +36,21 @@ def test_environment_yml_matches_pyproject():
         if m and not m.group(1).startswith(("python", "pip")):
             listed[_name(m.group(1))] = m.group(1).replace(" ", "")
     assert listed == wanted
+
+
+def test_the_drift_workflow_reads_the_floors_and_names_what_moved(tmp_path):
+    workflow = (ROOT / ".github" / "workflows" / "drift.yml").read_text()
+    assert "schedule:" in workflow and "versions.py floors" in workflow and "versions.py moved" in workflow
+    floors = subprocess.run([sys.executable, "scripts/versions.py", "floors"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert "diffusers==0.40" in floors and "torch==2.4" in floors
+    tested = (ROOT / "ci" / "tested-versions.txt").read_text()
+    assert {line.split("==")[0] for line in tested.split()} >= {"torch", "diffusers", "transformers", "accelerate"}
+    old = tmp_path / "old.txt"
+    old.write_text(tested.replace("diffusers==", "diffusers==0.0.1-"))
+    moved = subprocess.run([sys.executable, "scripts/versions.py", "moved", str(old)], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout
+    assert moved.startswith("moved since") and "diffusers: 0.0.1-" in moved
 
 
 def test_notebook_urls_match_pyproject():
