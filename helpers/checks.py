@@ -127,6 +127,21 @@ def _clip():
     return clip_judge(pick_device())
 
 
+def _reader(images: list, model_id: str):
+    """Who reads these pictures: 'shapes', the CLIP judge, or a not-judged Check (random weights, no CLIP to be had).
+
+    Raises if a picture is blank or NaN, for every model.
+    """
+    basics = check_images(images)
+    judge = judge_of(model_id)
+    if judge is None:
+        return _unjudged(model_id, basics)
+    if judge == "shapes":
+        return "shapes"
+    clip = _clip()
+    return _unjudged(model_id, basics, f"not judged: {clip}") if isinstance(clip, str) else clip
+
+
 def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Sequence[str] | None = None) -> Check:
     """Whether every picture shows what its prompt asks: by the `shapes` judge, or CLIP zero-shot for a real model.
 
@@ -134,16 +149,12 @@ def shows_prompt(images, prompts: str | Sequence[str], model_id: str, labels: Se
     subjects, noise, flat colour). Raises if a picture is blank or NaN, for every model.
     """
     images, labels = _labelled(images, labels)
-    basics = check_images(images)
     prompts = _prompts(prompts, len(images))
-    judge = judge_of(model_id)
-    if judge is None:
-        return _unjudged(model_id, basics)
-    if judge == "real":
-        clip = _clip()
-        if isinstance(clip, str):
-            return _unjudged(model_id, basics, f"not judged: {clip}")
-        picks = clip.picks(images, prompts)
+    reader = _reader(images, model_id)
+    if isinstance(reader, Check):
+        return reader
+    if reader != "shapes":
+        picks = reader.picks(images, prompts)
         n, misses = len(picks), [label for label, ok in zip(labels, picks, strict=True) if not ok]
         if not misses:
             return Check(True, f"{n} of {n}: CLIP matches each picture with its prompt over "
@@ -206,14 +217,11 @@ def names_detail(short, detailed, prompt: str, model_id: str, share: float = 0.7
     `shapes`: the background it names, in at least ``share`` of them and in more than with the short prompt. A
     real model: a higher mean CLIP score with the detailed prompt than the short prompt's pictures get.
     """
-    basics = check_images(list(short) + list(detailed))
-    judge = judge_of(model_id)
-    if judge is None:
-        return _unjudged(model_id, basics)
-    if judge == "real":
-        clip = _clip()
-        if isinstance(clip, str):
-            return _unjudged(model_id, basics, f"not judged: {clip}")
+    reader = _reader(list(short) + list(detailed), model_id)
+    if isinstance(reader, Check):
+        return reader
+    if reader != "shapes":
+        clip = reader
         before, after = clip.scores(short, prompt).mean(), clip.scores(detailed, prompt).mean()
         return Check(bool(after > before), f"mean CLIP score with the detailed prompt {after:.1f} against {before:.1f}")
     named = next((name for name in BACKGROUNDS if f"on a {name} background" in prompt), None)
@@ -228,14 +236,11 @@ def names_detail(short, detailed, prompt: str, model_id: str, share: float = 0.7
 def avoids(without, with_negative, negative: str, model_id: str) -> Check:
     """Whether a negative prompt makes its content rarer (03): `shapes`, fewer pictures on the background it names;
     a real model, a lower mean CLIP score with the negative prompt's text."""
-    basics = check_images(list(without) + list(with_negative))
-    judge = judge_of(model_id)
-    if judge is None:
-        return _unjudged(model_id, basics)
-    if judge == "real":
-        clip = _clip()
-        if isinstance(clip, str):
-            return _unjudged(model_id, basics, f"not judged: {clip}")
+    reader = _reader(list(without) + list(with_negative), model_id)
+    if isinstance(reader, Check):
+        return reader
+    if reader != "shapes":
+        clip = reader
         before, after = clip.scores(without, negative).mean(), clip.scores(with_negative, negative).mean()
         return Check(bool(after < before),
                      f"mean CLIP score with {negative!r}: {after:.1f} with it, {before:.1f} without")
