@@ -24,7 +24,7 @@ def pick_device() -> torch.device:
 
 
 # /proc/cpuinfo flags that decide how fast a CPU multiplies bfloat16 and float32 matrices, and their names.
-ISA_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}
+ISA_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16", "avx512_fp16": "AVX512-FP16", "avx512f": "AVX-512"}
 NATIVE_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 

@@ -24,10 +24,10 @@ def test_percent_of_peak_is_looked_up_by_the_rung_dtype():
 def test_the_cpu_is_described_with_its_instruction_sets(monkeypatch):
     assert device.cpu_model()
     if sys.platform.startswith("linux"):
-        assert set(device.cpu_isa()) == {"AMX", "AVX-512 BF16", "AVX-512"}
+        assert set(device.cpu_isa()) == {"AMX", "AVX-512 BF16", "AVX512-FP16", "AVX-512"}
     fake = "model name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
     monkeypatch.setattr(device, "_cpuinfo", lambda: fake)
     assert device.cpu_model() == "Example CPU 9000"
-    assert device.isa_line() == "AMX no, AVX-512 BF16 yes, AVX-512 yes"
+    assert device.isa_line() == "AMX no, AVX-512 BF16 yes, AVX512-FP16 no, AVX-512 yes"
     monkeypatch.setattr(device, "_cpuinfo", lambda: "")  # not Linux: nothing to read
     assert device.cpu_isa() is None and device.isa_line() == "unknown"
