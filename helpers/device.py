@@ -59,7 +59,7 @@ def cpu_isa() -> dict[str, bool] | None:
 
 
 def isa_line() -> str:
-    """The instruction sets as one line, e.g. 'AMX yes, AVX-512 BF16 yes, AVX-512 yes', or 'unknown'."""
+    """The instruction sets as one line, e.g. 'AMX yes, AVX-512 BF16 yes, AVX512-FP16 no, AVX-512 yes', or 'unknown'."""
     isa = cpu_isa()
     if isa is None:
         return "unknown"
