@@ -32,10 +32,19 @@ from .device import (  # 01-04
     recipe_dtype_reason,
     remember_half_speedup,
 )
-from .effects import compiled_blocks, count_runs, count_tokens, float8_share, quantized_linears, weight_bytes  # 04
+from .effects import (  # 04
+    compiled_blocks,
+    count_runs,
+    count_tokens,
+    float8_share,
+    quantized_linears,
+    repeated_blocks,
+    weight_bytes,
+)
 from .explorer import Explorer, ExplorerPanel  # 04
 from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
 from .images import captioned_grid, check_images, make_image_grid  # 01-04
+from .lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, TWEAK_SEED  # 03
 from .memory import GiB, MiB, catch_out_of_memory, device_memory, find_max_batch, flush, time_and_memory  # 01 02 04
 from .models import choose_model, choose_vae, hide_torchvision_notice, model_kind  # 01-04
 from .prompts import for_model  # 01-04
@@ -62,7 +71,9 @@ __all__ = [
     "GiB", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "half_dtype", "held_out_pictures", "isa_line", "judge", "judge_of",
     "judge_pictures", "judge_prompts", "judge_table", "judged_check", "make_image_grid", "MiB", "model_kind",
     "names_detail", "native_half", "pareto_front", "pick_device", "pixel_difference", "prompt_grid",
-    "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remember_half_speedup", "Results",
+    "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remember_half_speedup",
+    "repeated_blocks", "Results",
     "same_layout", "same_pictures", "sd15_vae", "self_attention", "shows_prompt", "time_and_memory",
-    "time_from_steps", "time_it", "vae_latents", "weight_bytes",
+    "time_from_steps", "time_it", "TWEAK_AREA_RATIO", "TWEAK_MOVE_PX", "TWEAK_SEED",
+    "vae_latents", "weight_bytes",
 ]

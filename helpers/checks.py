@@ -220,9 +220,8 @@ def names_detail(short, detailed, prompt: str, model_id: str, share: float = 0.7
     reader = _reader(list(short) + list(detailed), model_id)
     if isinstance(reader, Check):
         return reader
-    if reader != "shapes":
-        clip = reader
-        before, after = clip.scores(short, prompt).mean(), clip.scores(detailed, prompt).mean()
+    if reader != "shapes":  # a CLIP judge
+        before, after = reader.scores(short, prompt).mean(), reader.scores(detailed, prompt).mean()
         return Check(bool(after > before), f"mean CLIP score with the detailed prompt {after:.1f} against {before:.1f}")
     named = next((name for name in BACKGROUNDS if f"on a {name} background" in prompt), None)
     if named is None:
@@ -239,9 +238,8 @@ def avoids(without, with_negative, negative: str, model_id: str) -> Check:
     reader = _reader(list(without) + list(with_negative), model_id)
     if isinstance(reader, Check):
         return reader
-    if reader != "shapes":
-        clip = reader
-        before, after = clip.scores(without, negative).mean(), clip.scores(with_negative, negative).mean()
+    if reader != "shapes":  # a CLIP judge
+        before, after = reader.scores(without, negative).mean(), reader.scores(with_negative, negative).mean()
         return Check(bool(after < before),
                      f"mean CLIP score with {negative!r}: {after:.1f} with it, {before:.1f} without")
     unwanted = next((word for word in negative.split() if word in BACKGROUNDS), None)

@@ -129,3 +129,14 @@ def compiled_blocks(module: torch.nn.Module) -> dict[str, int]:
         if getattr(sub, "_compiled_call_impl", None) is not None:
             marked[type(sub).__name__] = marked.get(type(sub).__name__, 0) + 1
     return marked
+
+
+def repeated_blocks(model: torch.nn.Module) -> dict[str, int]:
+    """How many submodules of each class the model declares as its repeated blocks (04, 05), those that
+    ``compile_repeated_blocks`` compiles; diffusers keeps that list in a private attribute, read here only."""
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    found: dict[str, int] = dict.fromkeys(sorted(names), 0)
+    for sub in model.modules():
+        if type(sub).__name__ in names:
+            found[type(sub).__name__] += 1
+    return found

@@ -83,18 +83,21 @@ def choose_model(device: str | torch.device | None = None, model: str | None = N
     The default is the real Stable Diffusion 1.5 on a GPU and the small trained ``shapes`` model on a CPU.
     """
     spec, reason = resolve_model(model, device)
-    if spec == "shapes":
-        model_id = _short(shapes_folder())
-    elif spec in PRESET_NAMES:
-        model_id = _short(materialise(spec))
-    elif Path(spec).expanduser().exists():
-        model_id = spec
-    else:
-        check_hub(spec)
-        model_id = spec
+    model_id = locate(spec)
     if not quiet:
         print(f"Model: {spec} ({reason}; set {ENV_VAR} to change)")
     return model_id
+
+
+def locate(spec: str) -> str:
+    """The id or folder ``from_pretrained`` takes for a spec from ``resolve_model`` (a hub id is checked first)."""
+    if spec == "shapes":
+        return _short(shapes_folder())
+    if spec in PRESET_NAMES:
+        return _short(materialise(spec))
+    if not Path(spec).expanduser().exists():
+        check_hub(spec)
+    return spec
 
 
 def choose_vae(model_id: str) -> str:
@@ -306,10 +309,10 @@ def load_pipeline(model: str | None = None, dtype: str | torch.dtype | None = to
     device = torch.device(device) if device is not None else pick_device()
     dtype = as_dtype(dtype, device)
     # The default follows the device the tutorial targets, not where this copy is loaded (e.g. the CPU first).
-    model_id = choose_model(None, model, quiet=True)
+    spec, _ = resolve_model(model)
     if not quiet:
-        print(f"Model: {resolve_model(model)[0]} on {device.type}, {dtype} (--model or ${ENV_VAR} to change)")
-    pipe = from_pretrained(DiffusionPipeline, model_id, dtype=dtype)
+        print(f"Model: {spec} on {device.type}, {dtype} (--model or ${ENV_VAR} to change)")
+    pipe = from_pretrained(DiffusionPipeline, locate(spec), dtype=dtype)
     with quiet_logs():
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -1,3 +1,4 @@
+import json
 import runpy
 import subprocess
 import sys
@@ -6,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import lessons
 from helpers.shapes.world import WORDS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_shapes_seeds.py"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_quality.ipynb"
 
 
 def test_it_checks_the_prompts_the_notebooks_give_shapes():
@@ -16,6 +19,16 @@ def test_it_checks_the_prompts_the_notebooks_give_shapes():
     prompts = [script["PROMPT"], script["DETAILED"], script["UNWANTED"], *script["TWEAKS"]]
     assert all(word in WORDS for text in prompts for word in text.split())  # shapes' words, not the guide's
     assert len(set(script["TWEAKS"])) == len(script["TWEAK_COLOURS"]) == 4
+
+
+def test_it_checks_the_seed_and_tolerances_03_uses():
+    script = runpy.run_path(str(SCRIPT))
+    assert (script["TWEAK_SEED"], script["TWEAK_MOVE_PX"], script["TWEAK_AREA_RATIO"]) == (
+        lessons.TWEAK_SEED, lessons.TWEAK_MOVE_PX, lessons.TWEAK_AREA_RATIO)
+    cells = [cell for cell in json.loads(NOTEBOOK.read_text())["cells"] if cell["cell_type"] == "code"]
+    code = "\n".join("".join(cell["source"]) for cell in cells)
+    assert "manual_seed(TWEAK_SEED)" in code and "tolerance=TWEAK_MOVE_PX, area_ratio=TWEAK_AREA_RATIO" in code
+    assert f"manual_seed({lessons.TWEAK_SEED})" not in code  # the number is not typed again
 
 
 def test_a_folder_without_a_checkpoint_is_one_clear_error(tmp_path):

@@ -2,19 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import checks
-from helpers.checks import (
-    Check,
-    asks,
-    avoids,
-    judge_of,
-    judge_table,
-    judged_check,
-    names_detail,
-    same_layout,
-    same_pictures,
-    shows_prompt,
-)
+from helpers import checks, judged_check, names_detail, same_layout, same_pictures, shows_prompt
+from helpers.checks import Check, asks, avoids, judge_of, judge_table
 from helpers.compare import pixel_difference
 from helpers.models import choose_model, shapes_folder
 from helpers.shapes import Scene, render

@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-from helpers.effects import compiled_blocks, count_runs, count_tokens, float8_share, quantized_linears, weight_bytes
+from helpers import compiled_blocks, count_runs, count_tokens, float8_share, quantized_linears, weight_bytes
+from helpers.effects import repeated_blocks
 from helpers.models import load_pipeline
 
 
@@ -90,6 +91,8 @@ def test_regional_compilation_marks_the_repeated_blocks_only():
     regional.compile_repeated_blocks(fullgraph=True)  # marks; compiling waits for the first call
     blocks = sum(type(m).__name__ == "BasicTransformerBlock" for m in pipe.unet.modules())
     assert compiled_blocks(regional) == {"BasicTransformerBlock": blocks} and blocks > 0
+    assert repeated_blocks(pipe.unet) == compiled_blocks(regional)  # 04's check: every declared copy, nothing else
+    assert repeated_blocks(torch.nn.Linear(2, 2)) == {}  # a model that declares none
     whole = copy.deepcopy(pipe.unet)
     whole.compile()
     assert compiled_blocks(whole) == {"UNet2DConditionModel": 1}  # not what the notebook's check wants

@@ -178,3 +178,20 @@ def test_lessons_are_checked_with_the_judge(path):
         assert f"{name}.verdict" in checked, f"a checked cell prints {name}.verdict"
     if path.name == "01_speed.ipynb":  # shown, not checked: CUDA's float16 moves it (docs/shapes.md)
         assert any("layout = same_layout(rungs" in c.source for c in cells) and "layout.verdict" not in checked
+
+
+def test_every_notebook_resolves_the_model_and_its_kind_once():
+    for path in NOTEBOOKS:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert code.count("choose_model(") == 1 and code.count("model_kind(") <= 1, path.name
+        assert "._repeated_blocks" not in code, f"{path.name}: diffusers' private list (helpers.repeated_blocks)"
+
+
+def test_04_loads_through_one_function_and_its_trials_return_what_they_measure():
+    cells = nbformat.read(ROOT / "notebooks" / "04_beyond.ipynb", as_version=4).cells
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert code.count("DiffusionPipeline.from_pretrained(") == 1, "load through the notebook's load()"
+    assert code.count("DPMSolverMultistepScheduler.from_config(") == 1 and "def load(" in code
+    trial = next(c.source for c in cells if "def trial(" in c.source)
+    body = trial[trial.index("def trial("):trial.index("\n\n\n", trial.index("def trial("))]
+    assert "trials" not in body and "global" not in body, "trial() returns its row; the caller keeps it"
