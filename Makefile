@@ -16,7 +16,8 @@ GENERATE_ARGS ?=
 # --multi_gpu starts NPROC processes (torchrun), on GPUs or, without CUDA, on the CPU; --cpu would start only one.
 LAUNCH := $(PY) -m accelerate.commands.launch --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup tutorial test test-models bench generate generate-bench lint info clean shapes shapes-eval wheelhouse gpu-check
+.PHONY: setup tutorial test test-models bench generate generate-bench lint info clean shapes shapes-eval shapes-flux \
+	shapes-flux-eval wheelhouse gpu-check
 
 setup: $(STAMP)
 
@@ -53,6 +54,17 @@ shapes: setup
 
 shapes-eval: setup
 	$(PY) -m helpers.shapes eval
+
+# Train shapes-flux, a FluxPipeline on the same world and VAE (issue #37), into build/shapes-flux, then judge it
+# (never over the shipped helpers/shapes/weights/shapes-flux unless
+# SHAPES_FLUX_OUT=helpers/shapes/weights/shapes-flux SHIP=--ship).
+SHAPES_FLUX_OUT ?= build/shapes-flux
+shapes-flux: setup
+	$(PY) -m helpers.shapes train-flux --out $(SHAPES_FLUX_OUT) $(SHIP)
+	$(PY) -m helpers.shapes eval --model $(SHAPES_FLUX_OUT)
+
+shapes-flux-eval: setup
+	$(PY) -m helpers.shapes eval --model helpers/shapes/weights/shapes-flux
 
 generate: setup
 	@test -n "$(PROMPTS)" || { echo 'usage: make generate PROMPTS=prompts.txt [OUT=build/pictures] [NPROC=2] [GENERATE_ARGS="--steps 10"]'; exit 2; }

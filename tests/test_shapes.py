@@ -266,7 +266,8 @@ def test_training_refuses_to_overwrite_the_shipped_model(monkeypatch, capsys):
 
 
 def test_shipped_weights_are_small_and_safetensors_only():
-    files = [f for f in WEIGHTS.rglob("*") if f.is_file()]
+    # shapes' own folders: shapes-flux (issue #37) has its own budget, in tests/test_shapes_flux.py
+    files = [f for f in WEIGHTS.rglob("*") if f.is_file() and "shapes-flux" not in f.relative_to(WEIGHTS).parts]
     weights = [f for f in files if f.suffix == ".safetensors"]
     assert weights and not [f for f in files if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
     assert sum(f.stat().st_size for f in weights) <= 20 * 1024 * 1024

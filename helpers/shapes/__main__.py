@@ -1,5 +1,5 @@
-"""python -m helpers.shapes train | eval | grid: retrain the `shapes` checkpoint, measure how well it follows prompts,
-or draw its VAEs' reconstructions."""
+"""python -m helpers.shapes train | train-flux | eval | grid: retrain the `shapes` checkpoint or train its Flux-class
+sibling `shapes-flux`, measure how well either follows prompts, or draw the VAEs' reconstructions."""
 
 from __future__ import annotations
 
@@ -48,6 +48,29 @@ def _train(args) -> None:
     print(f"PSNR on held-out pictures: the pipeline's VAE {report['psnr']['vae']:.2f} dB, the fine-tuned VAE "
           f"{report['psnr']['vae_ft']:.2f} dB (after phase 1: {report['psnr']['vae_phase1']:.2f} dB)")
     print(f"saved {out / 'shapes'} and {out / 'shapes-vae-ft'}")
+
+
+def _train_flux(args) -> None:
+    from .flux import FluxConfig, check_config, train
+
+    out = Path(args.out or (SHIPPED / "shapes-flux" if args.ship else "build/shapes-flux")).resolve()
+    if out.is_relative_to(SHIPPED.resolve()) and not args.ship:
+        raise TutorialError(f"{args.out} is inside the shipped weights: add --ship to write there on purpose.")
+    if not (Path(args.vae) / "config.json").is_file():
+        raise TutorialError(f"{args.vae}: no VAE there (no config.json); give a shapes-vae-ft folder with --vae.")
+    cfg = FluxConfig.micro() if args.micro else FluxConfig()
+    if args.seed is not None:
+        cfg.seed = args.seed
+    for setting in args.set:
+        _set(cfg, setting)
+    try:
+        check_config(cfg)
+    except (ValueError, TypeError) as err:
+        raise TutorialError(f"the models cannot be built with these settings ({err}).") from None
+    report = train(cfg, out, vae=args.vae)
+    print(f"trained in {report['seconds'] / 60:.1f} min ({report['seconds'] / cfg.steps:.2f} s per step of "
+          f"{cfg.batch}); loss over the last 100 steps {report['loss']:.4f}")
+    print(f"saved {out} ({report['parameters']['transformer']:,} transformer parameters)")
 
 
 def _check(cfg) -> None:
@@ -103,9 +126,27 @@ def _model_folders(args) -> tuple[Path, Path]:
     return model, vae
 
 
+def _pipeline_class(folder: Path) -> str | None:
+    """The pipeline class a folder's model_index.json names (``StableDiffusionPipeline``, ``FluxPipeline``)."""
+    import json
+
+    index = folder / "model_index.json"
+    return json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+
+
 def _eval(args) -> None:
     from .evaluate import evaluate
 
+    if _pipeline_class(Path(args.model)) == "FluxPipeline":
+        from . import flux
+
+        scale = flux.CFG_SCALE if args.true_cfg is None else args.true_cfg
+        if scale <= 1:
+            raise TutorialError(f"--true-cfg {args.true_cfg}: give a scale above 1 (the eval runs without CFG too).")
+        flux.evaluate(args.model, seeds=args.seeds, device=args.device, cfg_scale=scale)
+        return
+    if args.true_cfg is not None:
+        raise TutorialError("--true-cfg is for a FluxPipeline folder (shapes-flux); shapes uses guidance 7.5.")
     model, vae = _model_folders(args)
     evaluate(str(model), str(vae), seeds=args.seeds, device=args.device)
 
@@ -154,12 +195,30 @@ def main(argv=None) -> int:
                    "them, so reruns skip them and still make the files of a whole run; the file serves runs with "
                    "the same seed, warmup, eval_pictures and vae_*/decoder_*/kl_weight/decode_mean settings")
     p.set_defaults(run=_train)
+    p = sub.add_parser("train-flux", help="train shapes-flux, a FluxPipeline (small FluxTransformer2DModel, toy CLIP "
+                       "and T5) on shapes-vae-ft's latents; writes the pipeline folder with training.json inside")
+    p.add_argument("--out", default=None,
+                   help="the pipeline folder to write (build/shapes-flux; with --ship, helpers/shapes/weights/"
+                   "shapes-flux)")
+    p.add_argument("--ship", action="store_true",
+                   help="write the shipped helpers/shapes/weights/shapes-flux (or allow --out inside the weights)")
+    p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"),
+                   help="the frozen VAE whose latents the transformer learns (the shipped shapes-vae-ft)")
+    p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one of FluxConfig's settings for this run, VALUE a Python literal: --set steps=2000 "
+                   "(repeatable); training.json records the whole config")
+    p.set_defaults(run=_train_flux)
     p = sub.add_parser("eval", help="judge every colour x shape prompt (8 seeds) and every background prompt "
-                       "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR")
+                       "(2 seeds); print adherence tables, seconds per picture and both VAEs' PSNR; a FluxPipeline "
+                       "folder as --model (shapes-flux) is judged with FlowMatch Euler 20, without and with true CFG")
     _model_arguments(p)
     p.add_argument("--seeds", type=int, default=8,
                    help="seeds per colour x shape prompt (8); the background prompts use 2")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    p.add_argument("--true-cfg", type=float, default=None, metavar="SCALE",
+                   help="shapes-flux only: the true classifier-free guidance scale of its guided run (4)")
     p.set_defaults(run=_eval)
     p = sub.add_parser("grid", help="save rendered pictures above both VAEs' reconstructions, captioned with PSNR "
                        "and stray colour, as a PNG")

@@ -163,6 +163,22 @@ def reconstruction_grid(vae, vae_ft, n: int = 9, seed: int = 20_000, scale: int 
     return captioned_grid(cells, captions, rows=len(rows), cols=n)
 
 
+def print_adherence(pipeline, tables: dict, generated: list, label: str, steps: int = 20, **kwargs) -> None:
+    """Print ``tables``' adherence per colour and per shape; then draw every prompt naming a background (2 seeds,
+    ``steps`` steps, ``kwargs`` to the pipeline: the sampler called ``label``), print its adherence per background,
+    and the share of the pictures in ``generated``, these appended, that show stray colour."""
+    for by in ("colour", "shape"):
+        print(f"\nby {by}:")
+        print(pd.concat({name: adherence(t, by) for name, t in tables.items()}, axis=1).to_string())
+
+    named = judge_prompts(pipeline, prompt_grid(name_background=True), range(2), steps=steps, keep=generated,
+                          **kwargs)
+    print(f"\nprompts naming the background ({label}, 2 seeds each):")
+    print(adherence(named, "background").to_string())
+    stray = 100 * np.mean([has_stray_colour((image * 255).round().astype(np.uint8)) for image in generated])
+    print(f"stray colour in generated pictures ({label}): {stray:.1f} % of {len(generated)}")
+
+
 def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None) -> pd.DataFrame:
     """The eval command: adherence per colour and shape under DPM-Solver++ 20 and PNDM 50, background, and stray
     colour in generated pictures; both VAEs' PSNR and stray colour on held-out pictures."""
@@ -184,16 +200,8 @@ def evaluate(model: str, vae_ft: str, seeds: int = 8, device: str | None = None)
         tables[label] = judge_prompts(pipeline, prompt_grid(), range(seeds), steps=steps, keep=keep)
         results[label] = adherence(tables[label])
         print(f"{label}: {tables[label].seconds.mean():.3f} s per picture")
-    for by in ("colour", "shape"):
-        print(f"\nby {by}:")
-        print(pd.concat({label: adherence(t, by) for label, t in tables.items()}, axis=1).to_string())
-
     pipeline.scheduler = dpm
-    named = judge_prompts(pipeline, prompt_grid(name_background=True), range(2), steps=20, keep=generated)
-    print("\nprompts naming the background (DPM-Solver++ 20, 2 seeds each):")
-    print(adherence(named, "background").to_string())
-    stray = 100 * np.mean([has_stray_colour((image * 255).round().astype(np.uint8)) for image in generated])
-    print(f"stray colour in generated pictures (DPM-Solver++ 20): {stray:.1f} % of {len(generated)}")
+    print_adherence(pipeline, tables, generated, "DPM-Solver++ 20", steps=20)
 
     pictures = held_out_pictures()
     tuned = AutoencoderKL.from_pretrained(vae_ft, use_safetensors=True)

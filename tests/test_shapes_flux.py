@@ -1,0 +1,138 @@
+"""shapes-flux (issue #37): the FluxPipeline trained on the shapes world, by its micro recipe (seconds)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.shapes.world import SIZE, WORDS
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "helpers" / "shapes" / "weights"
+SHIPPED = WEIGHTS / "shapes-flux"
+MAX_BYTES = 15 * 1024 * 1024  # the issue's budget for the whole folder's weights
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file of a saved pipeline but training.json (its times differ), by path inside the folder."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != "training.json"}
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """The micro recipe trained twice into two folders: (first folder, second folder, first run's report)."""
+    from helpers.shapes.flux import FluxConfig, train
+
+    base = tmp_path_factory.mktemp("flux")
+    report = train(FluxConfig.micro(), base / "one", progress=False)
+    train(FluxConfig.micro(), base / "two", progress=False)
+    return base / "one", base / "two", report
+
+
+def test_micro_training_is_byte_for_byte_reproducible(micro):
+    one, two, report = micro
+    first, second = _files(one), _files(two)
+    assert first == second
+    weights = [name for name in first if name.endswith(".safetensors")]
+    assert len(weights) == 4  # transformer, both text encoders, the VAE
+    assert not [name for name in first if name.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    saved = json.loads((one / "training.json").read_text())
+    assert saved["config"]["steps"] == 3 and saved["loss"] == report["loss"] and math.isfinite(report["loss"])
+
+
+def test_micro_model_loads_as_a_flux_pipeline_that_draws_64_px(micro):
+    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    from helpers.shapes.flux import CALL_KWARGS
+
+    pipeline = DiffusionPipeline.from_pretrained(micro[0], use_safetensors=True)
+    assert type(pipeline) is FluxPipeline and isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler)
+    transformer = pipeline.transformer
+    assert callable(transformer.enable_cache) and callable(transformer.compile_repeated_blocks)
+    assert transformer._repeated_blocks and transformer.dtype == torch.float32  # stored in float16
+    assert transformer.config.in_channels == 4 * pipeline.vae.config.latent_channels == 16
+    assert pipeline.vae.config.shift_factor == 0.0 and pipeline.vae_scale_factor == 4
+    pipeline.set_progress_bar_config(disable=True)
+    image = pipeline("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                     **CALL_KWARGS).images[0]
+    assert image.size == (SIZE, SIZE)
+
+
+def test_load_defaults_to_64_px_and_the_cache_and_guidance_run(micro):
+    from diffusers import FirstBlockCacheConfig
+
+    from helpers.shapes.flux import CALL_KWARGS, load
+
+    pipeline = load(micro[0])
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    images = pipeline(["a blue square", "a red circle on a gray background"], num_inference_steps=2,
+                      max_sequence_length=CALL_KWARGS["max_sequence_length"], true_cfg_scale=4.0, negative_prompt="",
+                      output_type="np").images
+    assert images.shape == (2, SIZE, SIZE, 3)
+
+
+def test_the_t5_tokenizer_keeps_the_worlds_words_whole_after_saving(tmp_path):
+    from transformers import AutoTokenizer
+
+    from helpers.tokenizer import build_t5_tokenizer
+
+    tokenizer = build_t5_tokenizer(WORDS, model_max_length=16)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "a purple triangle on a black background"
+    assert loaded.tokenize(text) == ["\u2581" + word for word in text.split()]
+    ids = loaded(text, padding="max_length", max_length=16).input_ids
+    assert ids == tokenizer(text, padding="max_length", max_length=16).input_ids
+    assert ids[7:9] == [loaded.eos_token_id, loaded.pad_token_id] == [1, 0] and len(ids) == 16
+    assert loaded.tokenize("portrait")  # any other word is spelled out, not lost
+
+
+def test_the_full_recipes_pipeline_fits_the_weight_budget(tmp_path):
+    """The full-size model, untrained, saved as training saves it: safetensors only, 15 MB at most."""
+    from diffusers import FluxPipeline
+
+    from helpers.shapes.flux import FluxConfig, build_models, load_vae
+
+    models = build_models(FluxConfig(), load_vae())
+    transformer = models["transformer"]
+    assert transformer.config.num_attention_heads * transformer.config.attention_head_dim == 128
+    assert sum(transformer.config.axes_dims_rope) == transformer.config.attention_head_dim
+    FluxPipeline(**dict(models, transformer=transformer.half(), vae=models["vae"].half())).save_pretrained(tmp_path)
+    weights = list(tmp_path.rglob("*.safetensors"))
+    assert len(weights) == 4 and sum(f.stat().st_size for f in weights) <= MAX_BYTES
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shapes-flux is not shipped yet")
+def test_shipped_flux_weights_are_small_and_safetensors_only():
+    files = [f for f in SHIPPED.rglob("*") if f.is_file()]
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
+    assert sum(f.stat().st_size for f in files if f.suffix == ".safetensors") <= MAX_BYTES
+
+
+def test_train_flux_refuses_the_shipped_folder_without_ship(monkeypatch, capsys):
+    from helpers.shapes import __main__ as command
+
+    trained = []  # a broken guard must not cost the shipped weights: training is replaced by a recorder
+    monkeypatch.setattr("helpers.shapes.flux.train", lambda *args, **kwargs: trained.append(args))
+    for out in (SHIPPED, WEIGHTS):
+        assert command.main(["train-flux", "--micro", "--out", str(out)]) == 2 and not trained
+        err = capsys.readouterr().err
+        assert err.strip().startswith("error:") and "--ship" in err
+    assert command.main(["train-flux", "--micro", "--set", "text_width=30"]) == 2 and not trained
+    assert "cannot be built" in capsys.readouterr().err
+
+
+def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
+    from helpers.shapes import __main__ as command
+
+    seen = []
+    monkeypatch.setattr("helpers.shapes.flux.evaluate", lambda model, **kwargs: seen.append((model, kwargs)))
+    assert command.main(["eval", "--model", str(micro[0]), "--seeds", "1"]) == 0
+    assert command.main(["eval", "--model", str(micro[0]), "--true-cfg", "2.5"]) == 0
+    assert seen == [(str(micro[0]), {"seeds": 1, "device": None, "cfg_scale": 4.0}),
+                    (str(micro[0]), {"seeds": 8, "device": None, "cfg_scale": 2.5})]
+    assert command.main(["eval", "--true-cfg", "2.5"]) == 2 and len(seen) == 2  # the shipped shapes: no true CFG
