@@ -46,7 +46,13 @@ from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
 from .images import captioned_grid, check_images, make_image_grid  # 01-04
 from .lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, TWEAK_SEED  # 03
 from .memory import GiB, MiB, catch_out_of_memory, device_memory, find_max_batch, flush, time_and_memory  # 01 02 04
-from .models import choose_model, choose_vae, hide_torchvision_notice, model_kind  # 01-04
+from .models import (  # 01-05
+    choose_flux_model,  # 05
+    choose_model,
+    choose_vae,
+    hide_torchvision_notice,
+    model_kind,
+)
 from .prompts import for_model  # 01-04
 from .realsize import (  # 01 02
     attention_tokens,
@@ -65,7 +71,8 @@ hide_torchvision_notice()
 
 __all__ = [
     "adherence", "analyse", "attention_tokens", "avoids", "BACKGROUNDS", "cap_batch", "captioned_grid",
-    "catch_out_of_memory", "cheapest_within", "check_images", "choose_model", "choose_vae", "COLOURS",
+    "catch_out_of_memory", "cheapest_within", "check_images", "choose_flux_model", "choose_model", "choose_vae",
+    "COLOURS",
     "compiled_blocks", "count_runs", "count_tokens", "device_memory", "device_name", "Explorer", "ExplorerPanel",
     "find_max_batch", "first_level", "first_level_inputs", "float8_share", "flush", "for_model", "frontier_chart",
     "GiB", "GUIDE_T4", "GUIDE_T4_BATCH8_SLICED", "half_dtype", "held_out_pictures", "isa_line", "judge", "judge_of",

@@ -27,7 +27,7 @@ RANDOM_WEIGHTS = "not judged: {kind} has random weights, so its pictures show no
 def judge_of(model_id: str) -> str | None:
     """Which judge reads a model's pictures: 'shapes', 'real' (CLIP and SSIM) for any other trained model, or None."""
     kind = model_kind(model_id)
-    return None if kind in ("tiny", "sd15-random") else "shapes" if kind == "shapes" else "real"
+    return None if kind in ("tiny", "sd15-random") else "shapes" if kind.startswith("shapes") else "real"
 
 
 @dataclass(frozen=True)

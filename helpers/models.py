@@ -22,11 +22,16 @@ from .device import as_dtype, pick_device
 from .errors import TutorialError
 
 REAL_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+REAL_FLUX = "black-forest-labs/FLUX.1-schnell"  # 05's real model: Apache-2.0, not gated, 4 steps
+FLUX_BYTES = 40 * 2**30  # FLUX.1 in bfloat16 is about 33 GB (transformer 24 GB, T5-XXL 9.5 GB): a 40 GiB card
 FINE_TUNED_VAE = "stabilityai/sd-vae-ft-mse"
 PRESET_NAMES = ("tiny", "sd15-random")
-MODEL_NAMES = ("shapes", *PRESET_NAMES)  # names that need no Hub: the shipped model and the presets
+SHIPPED_NAMES = ("shapes", "shapes-flux")  # the project's trained models, in helpers/shapes/weights
+MODEL_NAMES = (*SHIPPED_NAMES, *PRESET_NAMES)  # names that need no Hub: the shipped models and the presets
+UNET_NAMES = ("shapes", *PRESET_NAMES)  # those 01-04 and the commands take
 RENAMED = {"runwayml/stable-diffusion-v1-5": REAL_MODEL}  # hub ids that were removed, and where the model lives now
 ENV_VAR = "TUTORIAL_MODEL"
+FLUX_ENV_VAR = "TUTORIAL_FLUX_MODEL"  # notebook 05's model, a Flux-class pipeline
 WEIGHTS = Path(__file__).resolve().parent / "shapes" / "weights"  # the shipped shapes checkpoints, in the package
 SHAPES_VAE = "shapes-vae-ft"
 
@@ -48,8 +53,12 @@ def default_model(device: str | torch.device | None = None) -> tuple[str, str]:
     return "shapes", "default on CPU, where the real model takes minutes per image"
 
 
-def resolve_model(model: str | None = None, device: str | torch.device | None = None) -> tuple[str, str]:
-    """Normalise a model spec to (spec, reason): an explicit argument, else $TUTORIAL_MODEL, else the default."""
+def resolve_model(model: str | None = None, device: str | torch.device | None = None,
+                  flux: bool = False) -> tuple[str, str]:
+    """Normalise a model spec to (spec, reason): an explicit argument, else $TUTORIAL_MODEL, else the default.
+
+    ``flux``: the spec is for notebook 05, which needs a Flux-class pipeline; else for 01-04 and the commands.
+    """
     reason = "chosen explicitly"
     if model is None:
         model, reason = default_model(device)
@@ -58,6 +67,10 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
         print(f"Note: {model!r} was removed from the Hub; using its new home {RENAMED[model]!r}.")
         model = RENAMED[model]
     if model in MODEL_NAMES:
+        if flux != (model == "shapes-flux"):
+            raise TutorialError(f"{model!r} is {'not ' if flux else ''}a Flux pipeline: notebook 05 takes shapes-flux "
+                                f"or a Flux model (${FLUX_ENV_VAR}); 01-04 and the commands take "
+                                f"{', '.join(UNET_NAMES)} (${ENV_VAR}).")
         return model, reason
     path = Path(model).expanduser()
     if path.exists():
@@ -72,8 +85,8 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
     if model.count("/") == 1 and all(model.split("/")):
         return model, reason
     raise TutorialError(
-        f"Unknown model {model!r}: use {', '.join(MODEL_NAMES)}, "
-        "a hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a local folder."
+        f"Unknown model {model!r}: use {'shapes-flux' if flux else ', '.join(UNET_NAMES)}, "
+        f"a hub id such as {REAL_FLUX if flux else REAL_MODEL!r}, or a local folder."
     )
 
 
@@ -89,10 +102,39 @@ def choose_model(device: str | torch.device | None = None, model: str | None = N
     return model_id
 
 
+def choose_flux_model(device: str | torch.device | None = None, model: str | None = None) -> str:
+    """Notebook 05's model id: ``model``, else $TUTORIAL_FLUX_MODEL, else FLUX.1-schnell on a CUDA card that can hold
+    it where the Hub answers, else the shipped ``shapes-flux``. Prints the choice and why, in one line."""
+    if model is None and os.environ.get(FLUX_ENV_VAR):
+        model, reason = os.environ[FLUX_ENV_VAR], f"from ${FLUX_ENV_VAR}"
+    elif model is None:
+        model, reason = _default_flux(torch.device(device) if device is not None else pick_device())
+    else:
+        reason = "chosen explicitly"
+    spec, _ = resolve_model(model, flux=True)
+    print(f"Model: {spec} ({reason}; set {FLUX_ENV_VAR} to change)")
+    return locate(spec)
+
+
+def _default_flux(device: torch.device) -> tuple[str, str]:
+    """(spec, reason) for 05's default model on ``device``."""
+    if device.type != "cuda":
+        return "shapes-flux", f"default on {device.type}: FLUX.1 needs a large GPU"
+    total = torch.cuda.get_device_properties(device).total_memory
+    if total < FLUX_BYTES:
+        return "shapes-flux", f"this GPU's {total / 2**30:.0f} GiB cannot hold {REAL_FLUX} (about 33 GB in bfloat16)"
+    from huggingface_hub import try_to_load_from_cache
+
+    answer = "cached" if isinstance(try_to_load_from_cache(REAL_FLUX, "model_index.json"), str) else hub_reachable()
+    if answer == "cached" or answer.startswith("yes"):
+        return REAL_FLUX, f"default on a {total / 2**30:.0f} GiB GPU"
+    return "shapes-flux", f"{REAL_FLUX} is not cached and the Hub does not answer: {answer}"
+
+
 def locate(spec: str) -> str:
     """The id or folder ``from_pretrained`` takes for a spec from ``resolve_model`` (a hub id is checked first)."""
-    if spec == "shapes":
-        return _short(shapes_folder())
+    if spec in SHIPPED_NAMES:
+        return _short(shapes_folder(spec))
     if spec in PRESET_NAMES:
         return _short(materialise(spec))
     if not Path(spec).expanduser().exists():
@@ -116,12 +158,13 @@ def choose_vae(model_id: str) -> str:
 
 
 def model_kind(model_id: str) -> str:
-    """'shapes', 'tiny' or 'sd15-random' for the project's own models; 'other' for a hub id or any other folder."""
+    """'shapes', 'shapes-flux', 'tiny' or 'sd15-random' for the project's own models; 'other' for any other."""
     path = Path(model_id).expanduser()
     if path.exists():
         resolved = path.resolve()
-        if resolved == (WEIGHTS / "shapes").resolve():
-            return "shapes"
+        for name in SHIPPED_NAMES:
+            if resolved == (WEIGHTS / name).resolve():
+                return name
         for name in PRESET_NAMES:
             if resolved == (cache_dir() / name).resolve():
                 return name
@@ -132,9 +175,9 @@ def model_kind(model_id: str) -> str:
 
 
 def shapes_folder(name: str = "shapes") -> Path:
-    """The shipped ``shapes`` (or ``shapes-vae-ft``) folder inside the package; a clear error if it is missing."""
+    """A shipped folder in the package (``shapes``, ``shapes-flux``, ``shapes-vae-ft``); a clear error if missing."""
     folder = WEIGHTS / name
-    if not (folder / ("model_index.json" if name == "shapes" else "config.json")).is_file():
+    if not (folder / ("config.json" if name == SHAPES_VAE else "model_index.json")).is_file():
         raise TutorialError(f"{folder} is missing: the shapes weights ship inside the package (reinstall it, or "
                             "git clone the repository), or rebuild them with `make shapes`.")
     return folder

@@ -39,10 +39,10 @@ _LEFTOVER = re.compile(r"[^\s,]+")
 def for_model(text: str, model_id: str) -> str:
     """The prompt ``text`` as it suits ``model_id``: unchanged, or with the guide's phrases in shapes' words.
 
-    For `shapes`, text already in its words ('a blue square on a gray background') passes through; any other
-    leftover word raises a KeyError that names it.
+    For `shapes` and `shapes-flux`, text already in their words ('a blue square on a gray background') passes
+    through; any other leftover word raises a KeyError that names it.
     """
-    if model_kind(model_id) != "shapes":
+    if not model_kind(model_id).startswith("shapes"):  # shapes and shapes-flux draw the same world
         return text
     mapped = text
     for phrase in sorted(SHAPES_PHRASES, key=len, reverse=True):  # longest first: no phrase eats part of another

@@ -44,9 +44,10 @@ def notebook_code(path: Path) -> list[str]:
     return ["\n".join(map(python, c.source.splitlines())) for c in cells if c.cell_type == "code"]
 
 
-# What only notebook 04 needs (the bench imports tomesd and DeepCache too, but no notebook runs the bench); Quanto
-# is not imported, diffusers' PipelineQuantizationConfig loads it by name.
-ONLY_04 = {"optimum-quanto", "tomesd", "deepcache"}
+# What only notebooks 04 and 05 need (the bench imports tomesd and DeepCache too, but no notebook runs the bench);
+# Quanto is not imported, diffusers' PipelineQuantizationConfig loads it by name.
+EXTRAS = {"04_beyond.ipynb": {"optimum-quanto", "tomesd", "deepcache"}, "05_transformers.ipynb": {"optimum-quanto"}}
+ONLY_LATER = set().union(*EXTRAS.values())
 
 
 def needed(notebooks: list[Path] = NOTEBOOKS) -> dict[str, set[str]]:
@@ -82,19 +83,18 @@ def test_the_colab_cell_installs_what_colab_lacks_and_no_more(path):
     assert "efficient-diffusion" in installed, "the cell installs this package"
     assert not set(installed) & COLAB, f"Colab already has {sorted(set(installed) & COLAB)}"
     wanted = needed([path])
-    if path.name == "04_beyond.ipynb":
-        wanted |= {name: {"04's optimizations"} for name in ONLY_04}
-    else:
-        assert not set(installed) & ONLY_04, f"only 04 needs {sorted(set(installed) & ONLY_04)}"
-        wanted = {dist: where for dist, where in wanted.items() if dist not in ONLY_04}
+    extras = EXTRAS.get(path.name, set())
+    wanted |= {name: {f"{path.name}'s optimizations"} for name in extras}
+    assert not set(installed) & (ONLY_LATER - extras), f"only 04/05 need {sorted(set(installed) & ONLY_LATER)}"
+    wanted = {dist: where for dist, where in wanted.items() if dist not in ONLY_LATER - extras}
     missing = {dist: sorted(where)[:3] for dist, where in wanted.items()
                if dist not in COLAB and dist not in installed and BROUGHT_BY.get(dist) not in installed}
     assert not missing, f"add these to the Colab cell (or to COLAB if Colab ships them): {missing}"
 
 
-def test_the_colab_cells_differ_only_in_04s_extra_packages():
+def test_the_colab_cells_differ_only_in_04s_and_05s_extra_packages():
     cells = {next(c.source for c in nbformat.read(p, as_version=4).cells if "google.colab" in c.source)
-             for p in NOTEBOOKS if p.name != "04_beyond.ipynb"}
+             for p in NOTEBOOKS if p.name not in EXTRAS}
     assert len(cells) == 1
 
 

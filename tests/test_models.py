@@ -280,3 +280,34 @@ def test_sd15_random_draws_its_pinned_pixels():
     image = pipe("portrait photo of a old warrior chief", height=64, width=64, num_inference_steps=1,
                  generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert np.abs(image[::16, ::16].mean(-1) - np.array(SD15_RANDOM_PIXELS)).max() < 1e-2
+
+
+def test_05_gets_shapes_flux_on_a_cpu_and_a_flux_model_only(monkeypatch, capsys):
+    from helpers import models
+
+    monkeypatch.delenv(models.FLUX_ENV_VAR, raising=False)
+    model_id = models.choose_flux_model("cpu")
+    assert model_kind(model_id) == "shapes-flux" and (Path(model_id) / "model_index.json").is_file()
+    assert "Model: shapes-flux (default on cpu" in capsys.readouterr().out
+    monkeypatch.setenv(models.FLUX_ENV_VAR, "shapes")  # a UNet model: one line that says what 05 takes
+    with pytest.raises(TutorialError, match="'shapes' is not a Flux pipeline"):
+        models.choose_flux_model("cpu")
+    with pytest.raises(TutorialError, match="'shapes-flux' is a Flux pipeline"):
+        models.resolve_model("shapes-flux")  # 01-04 and the commands: UNet models only
+
+
+def test_05_falls_back_in_one_line_where_flux_cannot_be_had(monkeypatch):
+    from helpers import models
+
+    class Card:
+        total_memory = 15 * 2**30  # a T4
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Card)
+    spec, why = models._default_flux(torch.device("cuda"))
+    assert spec == "shapes-flux" and "cannot hold" in why
+    Card.total_memory = 80 * 2**30
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: "no (offline)")
+    spec, why = models._default_flux(torch.device("cuda"))
+    assert spec == "shapes-flux" and "the Hub does not answer" in why
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: "yes (https://huggingface.co, HTTP 200)")
+    assert models._default_flux(torch.device("cuda"))[0] == models.REAL_FLUX

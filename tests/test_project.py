@@ -85,7 +85,8 @@ def test_notebooks_mark_checked_cells_with_a_tag_not_a_comment():
 
 
 def test_notebooks_are_numbered_in_the_guides_order():
-    assert [p.name for p in NOTEBOOKS] == ["01_speed.ipynb", "02_memory.ipynb", "03_quality.ipynb", "04_beyond.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01_speed.ipynb", "02_memory.ipynb", "03_quality.ipynb", "04_beyond.ipynb",
+                                           "05_transformers.ipynb"]
 
 
 def test_info_command_prints_one_screen():
@@ -183,7 +184,8 @@ def test_lessons_are_checked_with_the_judge(path):
 def test_every_notebook_resolves_the_model_and_its_kind_once():
     for path in NOTEBOOKS:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        assert code.count("choose_model(") == 1 and code.count("model_kind(") <= 1, path.name
+        assert code.count("choose_model(") + code.count("choose_flux_model(") == 1, path.name
+        assert code.count("model_kind(") <= 1, path.name
         assert "._repeated_blocks" not in code, f"{path.name}: diffusers' private list (helpers.repeated_blocks)"
 
 

@@ -136,3 +136,37 @@ def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
     assert seen == [(str(micro[0]), {"seeds": 1, "device": None, "cfg_scale": 4.0}),
                     (str(micro[0]), {"seeds": 8, "device": None, "cfg_scale": 2.5})]
     assert command.main(["eval", "--true-cfg", "2.5"]) == 2 and len(seen) == 2  # the shipped shapes: no true CFG
+
+
+def test_each_cache_check_of_05_fails_when_the_cache_is_a_no_op(micro, monkeypatch):
+    """05's own cache configs, run on the micro model: each computes the watched attention less often than every
+    call, which is what 05's check asks; with enable_cache made a no-op, the same count says it did not."""
+    import nbformat
+    from diffusers import DiffusionPipeline
+
+    from helpers.effects import count_runs
+    from helpers.shapes.flux import CALL_KWARGS
+
+    cells = nbformat.read(ROOT / "notebooks" / "05_transformers.ipynb", as_version=4).cells
+    source = next(c.source for c in cells if "CACHES = {" in c.source)
+    pipeline = DiffusionPipeline.from_pretrained(micro[0], use_safetensors=True)
+    pipeline.set_progress_bar_config(disable=True)
+    scope = {"pipeline": pipeline, "dtype": torch.float32}
+    exec(source, scope)  # the notebook's cell as it is: its configs, thresholds and timestep callback
+    transformer = pipeline.transformer
+
+    def computed(config) -> float:
+        transformer.enable_cache(config)
+        with count_runs(transformer, transformer.single_transformer_blocks[-1].attn) as runs:
+            pipeline(["a red circle", "a blue square"], num_inference_steps=20, output_type="np",
+                     generator=[torch.Generator().manual_seed(i) for i in range(2)], **CALL_KWARGS)
+        transformer.disable_cache()
+        return runs.share
+
+    configs = scope["CACHES"]
+    assert len(configs) >= 4
+    shares = {name: computed(config) for name, config in configs.items()}
+    assert all(share < 1 for share in shares.values()), shares  # 05's check passes: each cache skipped work
+    monkeypatch.setattr(type(transformer), "enable_cache", lambda self, config: None)
+    monkeypatch.setattr(type(transformer), "disable_cache", lambda self: None)
+    assert all(computed(config) == 1 for config in configs.values())  # a no-op: the check fails for every one
