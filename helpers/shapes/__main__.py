@@ -12,17 +12,22 @@ from ..errors import TutorialError
 SHIPPED = Path(__file__).resolve().parent / "weights"  # the checkpoints the package ships
 
 
+def _configured(cfg, args):
+    """``cfg`` with the command line's --seed and --set applied."""
+    if args.seed is not None:
+        cfg.seed = args.seed
+    for setting in args.set:
+        _set(cfg, setting)
+    return cfg
+
+
 def _train(args) -> None:
     from .train import PHASE_4_SETTINGS, Config, train
 
     out = Path(args.out).resolve()
     if out == SHIPPED.resolve() and not args.ship:
         raise TutorialError(f"{args.out} holds the shipped model: add --ship to overwrite it on purpose.")
-    cfg = Config.micro() if args.micro else Config()
-    if args.seed is not None:
-        cfg.seed = args.seed
-    for setting in args.set:
-        _set(cfg, setting)
+    cfg = _configured(Config.micro() if args.micro else Config(), args)
     _check(cfg)
     if args.resume and args.vae_phases:
         raise TutorialError("--resume reuses phases 1-3 already: give it or --vae-phases, not both.")
@@ -58,11 +63,7 @@ def _train_flux(args) -> None:
         raise TutorialError(f"{args.out} is inside the shipped weights: add --ship to write there on purpose.")
     if not (Path(args.vae) / "config.json").is_file():
         raise TutorialError(f"{args.vae}: no VAE there (no config.json); give a shapes-vae-ft folder with --vae.")
-    cfg = FluxConfig.micro() if args.micro else FluxConfig()
-    if args.seed is not None:
-        cfg.seed = args.seed
-    for setting in args.set:
-        _set(cfg, setting)
+    cfg = _configured(FluxConfig.micro() if args.micro else FluxConfig(), args)
     try:
         check_config(cfg)
     except (ValueError, TypeError) as err:

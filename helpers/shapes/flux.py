@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..tokenizer import build_t5_tokenizer, build_tokenizer
-from .train import _cosine, cpu_dtype, encode_latents, make_text_encoder, random_caption
+from .train import _cosine, cpu_dtype, encode_latents, make_text_encoder, optimise, random_caption
 from .world import SIZE, WORDS, pictures
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -218,12 +218,7 @@ def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progres
         )[0]
         target = FluxPipeline._pack_latents(noise - latents, len(x), channels, side, side)
         loss = F.mse_loss(prediction, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.step(params)
+        optimise(loss, params, optimizer, schedule, ema)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
     ema.copy_to(params)

@@ -221,6 +221,16 @@ def encode_latents(vae, x: torch.Tensor, generator: torch.Generator | None = Non
     return latents * vae.config.scaling_factor
 
 
+def optimise(loss: torch.Tensor, params: list, optimizer, schedule, ema) -> None:
+    """One training step's update: gradients clipped to norm 1, the optimizer and its schedule, then the EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+    ema.step(params)
+
+
 def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Random) -> list[float]:
     """Train the UNet and text encoder jointly to predict the noise (epsilon) on the VAE's latents."""
     from diffusers import DDPMScheduler
@@ -251,12 +261,7 @@ def train_unet(cfg: Config, unet, text_encoder, tokenizer, vae, rng: random.Rand
         snr = compute_snr(noise_scheduler, t)
         weight = torch.clamp(snr, max=cfg.snr_gamma) / snr
         loss = (F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.step(params)
+        optimise(loss, params, optimizer, schedule, ema)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
     ema.copy_to(params)
