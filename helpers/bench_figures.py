@@ -27,6 +27,45 @@ def write_figures(table: pd.DataFrame, out: Path, meta: dict) -> None:
     (out / "bench.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
 
 
+def profile_table(rows: list[dict]) -> pd.DataFrame:
+    """``--profile``'s rows as one line per rung and part: each kind's seconds and % of peak, and the total
+    (unrounded: a toy model's calls take milliseconds)."""
+    df = pd.DataFrame(rows)
+    order = list(dict.fromkeys(zip(df["rung"], df["part"], strict=True)))
+    table = df.pivot_table(index=["rung", "part"], columns="kind", values=["s", "% of peak"], aggfunc="first",
+                           sort=False, dropna=False)
+    table.columns = [f"{kind} {'s' if value == 's' else '% peak'}" for value, kind in table.columns]
+    kinds = list(dict.fromkeys(df["kind"]))
+    columns = [f"{kind} {what}" for kind in kinds for what in ("s", "% peak")]
+    table = table.reindex(index=pd.MultiIndex.from_tuples(order, names=["rung", "part"]), columns=columns)
+    table["total s"] = table[[f"{kind} s" for kind in kinds]].sum(axis=1)
+    return table.astype(float)
+
+
+def profile_chart(rows: list[dict], path: Path, title: str) -> None:
+    """``--profile``'s seconds per kind as stacked bars, one per rung, the UNet step and the decode side by side."""
+    from matplotlib.figure import Figure  # no pyplot: a file, not a window, whatever the backend
+
+    df = pd.DataFrame(rows)
+    parts = list(dict.fromkeys(df["part"]))
+    rungs = list(dict.fromkeys(df["rung"]))
+    fig = Figure(figsize=(6 * len(parts), 0.45 * len(rungs) + 1.6))
+    axes = fig.subplots(1, len(parts), sharey=True, squeeze=False)
+    for ax, part in zip(axes[0], parts, strict=True):
+        seconds = df[df["part"] == part].pivot_table(index="rung", columns="kind", values="s", sort=False)
+        seconds = seconds.reindex(index=[r for r in rungs if r in seconds.index][::-1],
+                                  columns=list(dict.fromkeys(df["kind"])))
+        seconds.plot.barh(stacked=True, ax=ax, legend=False, width=0.7)
+        ax.set_title(f"{part}: seconds by kind of work")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
 @dataclass
 class BenchFigures:
     """What ``make bench`` measured at real size: the machine it ran on, and one row per rung with its lesson."""

@@ -102,7 +102,7 @@ def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
     base, half, dpm, layout, padded, regional, compiled = plan
     fake = FakeBench({base.name: 8.0, half.name: 4.0, dpm.name: 2.0, layout.name: 1.5, padded.name: 1.8,
                       regional.name: 1.4, compiled.name: 1.2})
-    args = argparse.Namespace(approx=True, approx_steps=1, budget=1e9, direct_limit=1e9)
+    args = argparse.Namespace(approx=True, approx_steps=1, profile=False, budget=1e9, direct_limit=1e9)
     rows = climb(fake, plan, args, time.perf_counter(), {"float32": 1.0})
     assert [r["kept"] for r in rows] == ["yes", "yes", "yes", "yes", "no", "yes", "yes", "-", "-", "-"]
     assert "kept: no" in capsys.readouterr().out
@@ -121,7 +121,7 @@ def test_a_rung_left_out_of_the_plan_adds_nothing():
     whole = ladder(steps=2, baseline_steps=3)
     base, half, dpm, layout = whole[:4]
     fake = FakeBench({})
-    args = argparse.Namespace(approx=False, approx_steps=1, budget=1e9, direct_limit=1e9)
+    args = argparse.Namespace(approx=False, approx_steps=1, profile=False, budget=1e9, direct_limit=1e9)
     climb(fake, [base, dpm, layout], args, time.perf_counter(), {}, whole)
     assert [r.half for r in fake.applied] == [False, False, False]
     assert fake.applied[1].solver == "dpm" and fake.applied[2].channels_last

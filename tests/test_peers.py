@@ -24,6 +24,9 @@ class Broken:
 
     name, modules, label, dtype = "Broken engine", (), "Broken engine 0.0", "float32"
 
+    def __init__(self, profiling=False):
+        self.profiling = profiling
+
     def convert(self, module, inputs, workdir):
         raise RuntimeError("cannot convert this model\nsecond line of the report")
 
@@ -63,7 +66,10 @@ def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, c
     out, df = run_bench(tmp_path, capsys)
     assert re.search(r"^vs peers: best exact rung is \d+\.\d\dx the fastest peer", out.strip().splitlines()[-2])
     rows = df[df["kind"] == "peer"]
-    assert len(rows) == 2 and rows.index.str.startswith(("peer: OpenVINO", "peer: ONNX Runtime")).all()
+    # OpenVINO in float32, and in bfloat16 too where the CPU computes it natively; ONNX Runtime in float32.
+    assert len(rows) == len(peers.OpenVINO.variants()) + 1
+    assert rows.index.str.startswith(("peer: OpenVINO", "peer: ONNX Runtime")).all()
+    assert rows[rows.index.str.startswith("peer: OpenVINO")]["dtype"].iloc[-1] == "float32"
     for column in ("convert s", "unet s/step", "vae decode s", "e2e s", "unet max diff", "unet mean diff",
                    "decode max diff", "decode mean diff"):
         assert rows[column].map(math.isfinite).all(), column
@@ -71,3 +77,20 @@ def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, c
     assert (rows["unet mean diff"] <= rows["unet max diff"]).all()
     # ONNX Runtime computes in float32 like the reference: its UNet output matches PyTorch's to rounding.
     assert rows[rows.index.str.startswith("peer: ONNX Runtime")]["unet max diff"].iloc[0] < 1e-3
+
+
+def test_openvinos_own_layer_times_stand_beside_the_rungs_profile(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(peers, "PEERS", (peers.OpenVINO,))
+    code = bench_main([*ARGS, "--profile", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    # the rung's, then OpenVINO's under its row (one per precision)
+    assert out.count("    profile UNet step: ") == 1 + len(peers.OpenVINO.variants())
+    profile = pd.read_csv(tmp_path / "profile.csv", index_col=["rung", "part"])
+    openvino = [index for index in profile.index if index[0].startswith("peer: OpenVINO")]
+    assert [part for _, part in openvino] == ["UNet step", "decode"] * len(peers.OpenVINO.variants())
+    # The layers OpenVINO says it ran add up to about its timed call (the timing adds the Python around it).
+    row = pd.read_csv(tmp_path / "bench.csv", index_col="rung").loc[openvino[0][0]]
+    assert 0.3 * row["unet s/step"] < profile.loc[openvino[0], "total s"] <= 1.5 * row["unet s/step"]
+    assert profile.loc[openvino[1], "convolution s"] > 0

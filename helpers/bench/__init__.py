@@ -27,8 +27,13 @@ decode: the ``e2e how`` column says which), speedup over the baseline, iteration
 image (CPU), achieved TFLOP/s with FLOPs counted by torch.utils.flop_counter on a meta-device copy, the UNet's
 TFLOP/s as a percentage of the measured peak for its dtype (``unet % peak``), and whether the rung was kept.
 
+With ``--profile``, each measured rung (and OpenVINO, with ``--peers``) is followed by one more UNet step and
+decode under the profiler: seconds per kind of work (convolution, attention, linear, normalisation, other) and each
+kind's share of the measured peak, printed, written to profile.csv and drawn in profile.png.
+
 The modules, in the order a run uses them: ``peak`` (the limit), ``flops`` (the cost), ``ladder`` (the rungs and the
-climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads), ``peers``
-(OpenVINO and ONNX Runtime), ``figures`` (bench.csv and bench.json, written and read back for notebook 01), and
-``__main__`` (the command).
+climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads), ``profile``
+(where a call's time goes), ``peers`` (OpenVINO and ONNX Runtime), ``helpers.bench_figures`` (bench.csv,
+bench.json and the profile's table and chart, written, and read back for notebook 01), and ``__main__`` (the
+command).
 """

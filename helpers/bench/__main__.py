@@ -11,7 +11,7 @@ import torch
 
 import helpers.bench as package
 
-from ..bench_figures import format_table, write_figures
+from ..bench_figures import format_table, profile_chart, profile_table, write_figures
 from ..device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
 from ..errors import TutorialError
 from ..models import choose_model, hide_torchvision_notice, model_kind
@@ -49,6 +49,11 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
                         help="after the rungs, OpenVINO and ONNX Runtime on the same model, outside --budget "
                              '(needs the peers extra: pip install "efficient-diffusion[peers]"; '
                              'in a clone, pip install -e ".[peers]")')
+    parser.add_argument("--profile", action="store_true",
+                        help="after each rung's timing, one more UNet step and decode under torch.profiler: seconds "
+                             "and share of the peak for convolution, attention, linear, normalisation and the rest "
+                             "(OpenVINO's own per-layer times beside them with --peers); written to profile.csv and "
+                             "profile.png")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.csv and bench.json (default build/; build/bench-MODEL/ for the toy "
                              "models tiny and shapes, so that they never replace the real-size figures)")
@@ -102,10 +107,18 @@ def report(rows: list[dict], bench: Bench, args, peak: dict[str, float], start: 
         "device": device_name(device), "cpu": cpu_model(), "isa": isa_line(), "peak TFLOP/s": peak,
         "model": args.model, "height": bench.height, "width": bench.width, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "compile s": bench.compile_s, "compiled graphs": bench.graphs,
-        "flops": bench.flops})
+        "flops": bench.flops, **({"profile": bench.profiles} if bench.profiles else {})})
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table)
-    print(f"wrote {args.out / 'bench.csv'} and bench.json; total {time.perf_counter() - start:.0f} s")
+        if bench.profiles:
+            breakdown = profile_table(bench.profiles)
+            breakdown.to_csv(args.out / "profile.csv")
+            print("where the time goes (seconds per kind of work; % of the measured peak in brackets):")
+            print(breakdown.round({c: 3 if c.endswith(" s") else 0 for c in breakdown.columns}))
+            profile_chart(bench.profiles, args.out / "profile.png", f"{cpu_model()}, {torch.get_num_threads()} "
+                          f"threads: {args.model} at {bench.height}x{bench.width}")
+    wrote = "bench.json, profile.csv and profile.png" if bench.profiles else "bench.json"
+    print(f"wrote {args.out / 'bench.csv'} and {wrote}; total {time.perf_counter() - start:.0f} s")
     if versus := peers.summary(rows):  # before the speedup line, which stays last
         print(versus)
     print(f"speedup: {baseline / best['e2e s']:.1f}x")
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace, device: torch.device) -> int:
     if not rows:
         print("bench: no rung was measured")
         return 1
-    rows += peers.run_peers(bench, args.model, args.steps, args.direct_limit, ready)
+    rows += peers.run_peers(bench, args.model, args.steps, args.direct_limit, ready, peak if args.profile else None)
     report(rows, bench, args, peak, start)
     return 0
 

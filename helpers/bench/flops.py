@@ -9,6 +9,11 @@ from ..models import quiet_logs
 
 def count_flops(pipe, height: int, width: int) -> dict[str, float]:
     """FLOPs of one guided UNet call, one VAE decode and the text encoder, counted on meta-device copies."""
+    return {part: float(sum(ops.values())) for part, ops in flops_by_operator(pipe, height, width).items()}
+
+
+def flops_by_operator(pipe, height: int, width: int) -> dict[str, dict]:
+    """The same counts per operator (``aten.convolution``, ``aten.bmm``, ...) for each of the three parts."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,7 +33,7 @@ def count_flops(pipe, height: int, width: int) -> dict[str, float]:
         }.items():
             with FlopCounterMode(display=False) as counter:
                 call()
-            counts[key] = float(counter.get_total_flops())
+            counts[key] = dict(counter.get_flop_counts()["Global"])
     return counts
 
 

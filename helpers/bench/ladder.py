@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from ..compare import pixel_difference
 from ..memory import flush
 from .peak import percent_of_peak
+from .profile import breakdown_line
 
 PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
 
@@ -170,6 +171,10 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
         print(f"    unet {row['unet s/step']:.3f} s/step ({row['unet % peak'] or 0:.0f} % of peak), decode "
               f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}), kept: {row['kept']}"
               + (f", compile took {row['compile s']:.0f} s" if "compile s" in row else ""), flush=True)
+        # 5. Where its time goes (--profile): one more UNet step and decode, under the profiler
+        if args.profile and row["e2e how"] != "at least" and not rung.deepcache:
+            for part in bench.profile(row, peak):
+                print(breakdown_line(part), flush=True)
     return rows
 
 

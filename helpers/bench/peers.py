@@ -1,8 +1,9 @@
 """``python -m helpers.bench --peers``: OpenVINO and ONNX Runtime, the engines a CPU user might pick instead.
 
 Each peer gets the UNet and the VAE decoder of a float32 copy of the bench's pipeline, converted in the run itself:
-OpenVINO with ``openvino.convert_model`` (TorchScript tracing), compiled for the CPU in bfloat16 where the recipe
-uses it (``INFERENCE_PRECISION_HINT``; native bfloat16), else float32; ONNX Runtime from ``torch.onnx.export`` (the
+OpenVINO with ``openvino.convert_model`` (TorchScript tracing), compiled for the CPU in float32 and, where the CPU
+computes bfloat16 natively, again in bfloat16 (``INFERENCE_PRECISION_HINT``): one row each, the fastest being the
+peer to beat; ONNX Runtime from ``torch.onnx.export`` (the
 torch.export based exporter) on its CPU execution provider, in float32. Both use as many threads as PyTorch. A peer
 row has the same columns as a rung's: the guided UNet step (a batch of 2), the VAE decode, and end-to-end seconds
 per image at the DPM-Solver++ rungs' step count, measured by running the diffusers pipeline with its UNet and VAE
@@ -30,44 +31,59 @@ from ..device import cpu_has_fast_bf16
 from ..models import load_pipeline, quiet_logs
 from ..prompts import GUIDE_PROMPT
 from ..timing import time_it
+from .profile import breakdown_line, openvino_seconds
 from .runner import prompt_embeddings, start_latents
 
 INSTALL = 'pip install -e ".[peers]"'
 
 
 class OpenVINO:
-    """Intel's OpenVINO runtime on the CPU: bfloat16 where the recipe uses it (native bfloat16), else float32."""
+    """Intel's OpenVINO runtime on the CPU, in float32 and, where the CPU computes bfloat16 natively, in bfloat16."""
 
     name = "OpenVINO"
     modules = ("openvino",)
 
-    def __init__(self):
+    def __init__(self, profiling: bool = False, precision: str = "f32"):
         import openvino as ov
 
+        self.profiling = profiling  # ask the compiled models to time their layers (--profile)
         self.ov, self.core = ov, ov.Core()
-        # bfloat16 where the tutorial's recipe uses it (helpers.device), so that both run the same precision; under
-        # an ISA cap (ONEDNN_MAX_CPU_ISA) OpenVINO still reports BF16, so its own report is not enough.
-        bf16 = cpu_has_fast_bf16() and "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        self.precision, self.dtype = ("bf16", "bfloat16") if bf16 else ("f32", "float32")
+        self.precision, self.dtype = precision, {"bf16": "bfloat16", "f32": "float32"}[precision]
         self.label = f"OpenVINO {ov.get_version().split('-')[0]} {self.precision}"
+
+    @staticmethod
+    def variants() -> list[dict]:
+        """Both precisions where the CPU computes bfloat16 natively, whichever the recipe picked (the fastest peer
+        is the fastest of them); float32 alone elsewhere. Under an ISA cap (ONEDNN_MAX_CPU_ISA) OpenVINO still
+        reports BF16, so its own report is not enough."""
+        import openvino as ov
+
+        bf16 = cpu_has_fast_bf16() and "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return [{"precision": "bf16"}, {"precision": "f32"}] if bf16 else [{"precision": "f32"}]
 
     def convert(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], workdir: Path):
         """Trace ``module`` on ``inputs``, fix the input shapes to theirs, compile it for the CPU."""
         model = self.ov.convert_model(module, example_input=inputs)
         model.reshape({port: self.ov.PartialShape(list(x.shape)) for port, x in zip(model.inputs, inputs, strict=True)})
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                  "PERFORMANCE_HINT": "LATENCY"}
+                  "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": "YES" if self.profiling else "NO"}
         request = self.core.compile_model(model, "CPU", config).create_infer_request()
-        return lambda *args: torch.from_numpy(request.infer([_array(x) for x in args])[0])
+
+        def run(*args):
+            return torch.from_numpy(request.infer([_array(x) for x in args])[0])
+
+        run.layers = request.get_profiling_info  # the last inference's layers and their times (PERF_COUNT)
+        return run
 
 
 class OnnxRuntime:
-    """Microsoft's ONNX Runtime with its CPU execution provider, in float32."""
+    """Microsoft's ONNX Runtime with its CPU execution provider, in float32 (no per-layer breakdown: its profiler
+    writes a trace file, which the bench does not read)."""
 
     name = "ONNX Runtime"
     modules = ("onnxruntime", "onnx", "onnxscript")
 
-    def __init__(self):
+    def __init__(self, profiling: bool = False):
         import onnxruntime as ort
 
         self.ort, self.dtype = ort, "float32"
@@ -197,8 +213,10 @@ def ready_on(device: torch.device) -> list:
     return installed()
 
 
-def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list) -> list[dict]:
-    """Convert and measure the ``ready`` peers on a float32 copy of ``model``: one row per peer that ran."""
+def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list,
+              peak: dict[str, float] | None = None) -> list[dict]:
+    """Convert and measure the ``ready`` peers on a float32 copy of ``model``: one row per peer that ran; with
+    ``peak`` (--profile), the per-layer breakdown of each peer that times its layers too."""
     if not ready:
         return []
     from diffusers import DPMSolverMultistepScheduler
@@ -211,12 +229,13 @@ def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list) -
     ref = Reference(pipe, bench.height, bench.width)
     text = time_it(lambda: prompt_embeddings(pipe, torch.device("cpu")), repeats=bench.repeats, warmup=1).median
     rows = []
-    for number, peer in enumerate(ready, 1):
-        print(f"[peer {number}/{len(ready)}] {peer.name} ...", flush=True)
-        stage = "conversion"
+    engines = [(peer, options) for peer in ready for options in getattr(peer, "variants", lambda: [{}])()]
+    for number, (peer, options) in enumerate(engines, 1):
+        print(f"[peer {number}/{len(engines)}] {' '.join([peer.name, *options.values()])} ...", flush=True)
+        stage, layers = "conversion", []
         try:
             with tempfile.TemporaryDirectory(prefix="peers-") as workdir:
-                engine = peer()
+                engine = peer(profiling=peak is not None, **options)
                 started = time.perf_counter()
                 with quiet_conversion():
                     unet_run = engine.convert(UNetStep(pipe.unet), ref.unet_in, Path(workdir))
@@ -226,6 +245,9 @@ def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list) -
                 row = run_peer(bench, pipe, ref, engine, unet_run, decode_run, steps, text, direct_limit)
                 row["convert s"] = round(converted, 1)
                 add_output_difference(row, ref, unet_run(*ref.unet_in), decode_run(*ref.decode_in))
+                if peak is not None and hasattr(unet_run, "layers"):  # the layers of the two calls just made
+                    for part, run in (("UNet step", unet_run), ("decode", decode_run)):
+                        layers.append(bench.add_profile(row, part, openvino_seconds(run.layers()), peak))
         except Exception as err:  # a peer that cannot convert (or run) this model is skipped, with its reason
             print(f"    skipped: {peer.name} {stage} failed ({type(err).__name__}: "
                   f"{(str(err).strip().splitlines() or [''])[0][:200]})", flush=True)
@@ -238,6 +260,8 @@ def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list) -
               f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}); difference from PyTorch "
               f"float32: UNet max {row['unet max diff']:.3g} / mean {row['unet mean diff']:.3g}, decoded image max "
               f"{row['decode max diff']:.3g} / mean {row['decode mean diff']:.3g} pixel levels", flush=True)
+        for part in layers:
+            print(breakdown_line(part), flush=True)
     return rows
 
 

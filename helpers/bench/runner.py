@@ -13,8 +13,9 @@ from ..models import load_pipeline, quiet_logs
 from ..prompts import GUIDE_PROMPT
 from ..timing import time_it
 from .attention import pad_attention_heads
-from .flops import count_flops
+from .flops import count_flops, flops_by_operator
 from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
+from .profile import breakdown_rows, flops_by_kind, profile_call
 
 
 def keep_freed_memory() -> None:
@@ -67,6 +68,8 @@ class Bench:
         self.graphs = 0  # graphs torch.compile made, warm-up included
         self.freezing_before = None  # inductor's freezing setting before the compiled rung changed it
         self.cache = None  # DeepCache's helper while a rung uses it
+        self.flop_kinds = None  # FLOPs per kind of work and part, counted at the first profile
+        self.profiles = []  # the breakdown rows of --profile, one per rung, part and kind
 
     # 1. Settings on and off
 
@@ -227,6 +230,26 @@ class Bench:
         row["e2e s"], row["e2e how"], row["image"] = run.median, "measured", run.value
         self.add_rates(row, rung.steps)
         return row
+
+    def profile(self, row: dict, peak: dict[str, float]) -> list[list[dict]]:
+        """One more guided UNet call and decode under torch.profiler: per part, each kind's seconds and share of the
+        peak."""
+        calls = self.calls()
+        rows = []
+        with self.quiet_compiler():
+            for part, name in (("unet", "UNet step"), ("vae", "decode")):
+                seconds = profile_call(calls[part], self.device.type)
+                rows.append(self.add_profile(row, name, seconds, peak))
+        return rows
+
+    def add_profile(self, row: dict, part: str, seconds: dict[str, float], peak: dict[str, float]) -> list[dict]:
+        """Keep and return the breakdown of one part ('UNet step' or 'decode') of a rung's or peer's ``row``."""
+        if self.flop_kinds is None:  # counted once, at the first profile
+            ops = flops_by_operator(self.pipe, self.height, self.width)
+            self.flop_kinds = {"UNet step": flops_by_kind(ops["unet"]), "decode": flops_by_kind(ops["vae"])}
+        rows = breakdown_rows(row["rung"], part, seconds, self.flop_kinds[part], peak.get(row["dtype"]))
+        self.profiles += rows
+        return rows
 
     def row(self, rung: Rung, unet_s: float, vae_s: float, text_s: float) -> dict:
         """A rung's row from its parts' seconds, end to end estimated as text + steps x UNet + decode."""
