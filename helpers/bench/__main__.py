@@ -64,6 +64,8 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     for name in ("steps", "baseline_steps", "approx_steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.profile and device.type not in ("cpu", "cuda"):
+        parser.error(f"--profile times CPU and CUDA work; on {device.type} run without it")
     if args.peak_seconds <= 0:
         parser.error("--peak-seconds must be positive")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):

@@ -245,13 +245,16 @@ def run_peers(bench, model: str, steps: int, direct_limit: float, ready: list,
                 row = run_peer(bench, pipe, ref, engine, unet_run, decode_run, steps, text, direct_limit)
                 row["convert s"] = round(converted, 1)
                 add_output_difference(row, ref, unet_run(*ref.unet_in), decode_run(*ref.decode_in))
+                stage = "profile"
                 if peak is not None and hasattr(unet_run, "layers"):  # the layers of the two calls just made
                     for part, run in (("UNet step", unet_run), ("decode", decode_run)):
                         layers.append(bench.add_profile(row, part, openvino_seconds(run.layers()), peak))
         except Exception as err:  # a peer that cannot convert (or run) this model is skipped, with its reason
-            print(f"    skipped: {peer.name} {stage} failed ({type(err).__name__}: "
-                  f"{(str(err).strip().splitlines() or [''])[0][:200]})", flush=True)
-            continue
+            reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            if stage != "profile":
+                print(f"    skipped: {peer.name} {stage} failed ({reason})", flush=True)
+                continue
+            print(f"    {peer.name}: no per-layer breakdown ({reason})", flush=True)  # its row stays
         finally:
             unet_run = decode_run = None
             gc.collect()

@@ -48,7 +48,7 @@ def openvino_kind(node_type: str, node_name: str = "") -> str:
 
     OpenVINO's CPU plugin fuses attention (matmul, softmax, matmul) and GroupNorm into ``Subgraph`` layers, which
     keep the name of one of their PyTorch operations and module: ``....attn1/aten::transpose/Transpose_3``,
-    ``....norm1/aten::group_norm/GroupNormalization``.
+    ``....norm1/aten::group_norm/GroupNormalization``; the VAE's attention module is ``mid_block.attentions.0``.
     """
     for kind, types in OPENVINO_KINDS.items():
         if node_type in types:
@@ -56,7 +56,8 @@ def openvino_kind(node_type: str, node_name: str = "") -> str:
     name = node_name.lower()
     if "group_norm" in name or "layer_norm" in name:
         return "normalisation"
-    if "scaled_dot_product" in name or (node_type == "Subgraph" and re.search(r"\.attn\d*/", name)):
+    in_attention = re.search(r"\.attn\d*/|mid_block\.attentions\.\d+/", name)  # the UNet's; the VAE's
+    if "scaled_dot_product" in name or (node_type == "Subgraph" and in_attention):
         return "attention"
     return "other"
 
@@ -71,8 +72,12 @@ def flops_by_kind(counts: dict) -> dict[str, float]:
 
 def seconds_by_kind(events, device_type: str = "cpu") -> dict[str, float]:
     """Seconds per kind from a profiler's ``events()``: each event's own time, under its nearest kinded ancestor."""
+    from torch.autograd import DeviceType
+
     kinds = dict.fromkeys(KINDS, 0.0)
     for event in events:
+        if getattr(event, "device_type", DeviceType.CPU) != DeviceType.CPU:
+            continue  # a GPU kernel: its time is already its launching operator's own device time
         own = event.self_cpu_time_total if device_type == "cpu" else event.self_device_time_total
         node, kind = event, None
         while node is not None and kind is None:
