@@ -8,6 +8,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
+# Inductor's on-disk cache does not tell kernels built under ATEN_CPU_CAPABILITY=avx2 from those built for the
+# CPU's own instruction set (torch 2.13): a capped run keeps its own cache, or the next run of either kind loads
+# the other's kernels, and computes garbage or crashes ("double free or corruption").
+ifneq ($(ATEN_CPU_CAPABILITY),)
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/build/inductor-$(ATEN_CPU_CAPABILITY)
+endif
 # make generate PROMPTS=prompts.txt [OUT=build/pictures] [NPROC=2] [GENERATE_ARGS="--steps 10"]
 PROMPTS ?=
 OUT ?= build/pictures

@@ -4,7 +4,19 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from helpers.bench.attention import PaddedAttnProcessor, pad_attention_heads, padded_size
+import helpers.bench.attention as attention
+from helpers.bench.attention import (
+    FlashAttnProcessor,
+    PaddedAttnProcessor,
+    flash_attention,
+    flash_kernel,
+    kernel_isa,
+    pad_attention_heads,
+    padded_size,
+    use_flash_attention,
+)
+
+needs_kernel = pytest.mark.skipif(kernel_isa() is None, reason="the attention kernel needs AVX2 or AVX-512")
 
 
 def test_head_sizes_round_up_to_the_multiple():
@@ -41,3 +53,82 @@ def test_the_tiny_unet_is_unchanged_by_padding_after_fusing(tiny_pipe):
         assert {type(p) for p in unet.attn_processors.values()} == {PaddedAttnProcessor}
         padded = unet(sample, 10, encoder_hidden_states=context).sample
     torch.testing.assert_close(padded, reference, rtol=1e-4, atol=1e-4)
+
+
+def sdpa(query, key, value, scale):
+    """PyTorch's attention on (batch, tokens, heads, head size), laid out as the kernel's output."""
+    query, key, value = (t.transpose(1, 2) for t in (query, key, value))
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scale).transpose(1, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [
+    (2, 300, 300, 2, 40),  # SD 1.5's head size; neither token count a whole number of the kernel's blocks
+    (1, 64, 77, 3, 80),  # cross-attention on 77 text tokens
+    (2, 5, 1, 1, 7),  # one key: every weight is 1; an odd head size
+])
+def test_the_kernel_computes_what_sdpa_computes(shape):
+    batch, queries, keys, heads, head = shape
+    torch.manual_seed(0)
+    q = torch.randn(batch, queries, heads * head).view(batch, queries, heads, head)  # strided views, as in the UNet
+    k, v = torch.randn(batch, keys, 2 * heads * head).chunk(2, dim=-1)
+    k, v = (t.view(batch, keys, heads, head) for t in (k, v))
+    flash_kernel()
+    out = flash_attention(q, k, v, head**-0.5)
+    assert out.shape == q.shape and out.is_contiguous()
+    torch.testing.assert_close(out, sdpa(q, k, v, head**-0.5), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_the_kernel_keeps_large_scores_finite_and_returns_the_input_dtype():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 70, 2, 40) for _ in range(3))
+    flash_kernel()
+    sharp = flash_attention(q, k, v, 30.0)  # scores in the hundreds: a softmax without its running maximum overflows
+    torch.testing.assert_close(sharp, sdpa(q, k, v, 30.0), rtol=1e-4, atol=1e-4)
+    half = flash_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 40**-0.5)
+    assert half.dtype == torch.bfloat16  # computed in float32, handed back in the caller's precision
+    torch.testing.assert_close(half.float(), sdpa(q, k, v, 40**-0.5), rtol=2e-2, atol=2e-2)
+
+
+@needs_kernel
+def test_torch_compile_calls_the_kernel_as_one_operator():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 70, 2, 40) for _ in range(3))
+    flash_kernel()
+    compiled = torch.compile(lambda q, k, v: flash_attention(q * 2, k, v, 0.1) + 1, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), sdpa(q * 2, k, v, 0.1) + 1, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_the_tiny_unet_is_unchanged_by_the_kernel_after_fusing(tiny_pipe):
+    unet = copy.deepcopy(tiny_pipe.unet)
+    sample, context = torch.randn(2, 4, 8, 8), torch.randn(2, 5, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        reference = unet(sample, 10, encoder_hidden_states=context).sample
+        unet.fuse_qkv_projections()
+        use_flash_attention(unet)
+        assert {type(p) for p in unet.attn_processors.values()} == {FlashAttnProcessor}
+        out = unet(sample, 10, encoder_hidden_states=context).sample
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_the_processor_leaves_masks_and_large_heads_to_sdpa(monkeypatch):
+    def kernel_called(*args):
+        raise AssertionError("the kernel was called")
+
+    monkeypatch.setattr(attention, "flash_attention", kernel_called)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 6, 2, 160) for _ in range(3))
+    out = FlashAttnProcessor().attend(q, k, v, None, 160)  # head size 160: SDPA was as fast here
+    torch.testing.assert_close(out, sdpa(q, k, v, 160**-0.5).flatten(2))
+    mask = torch.zeros(1, 2, 6, 6)
+    q, k, v = (t[..., :40] for t in (q, k, v))
+    out = FlashAttnProcessor().attend(q, k, v, mask, 40)
+    torch.testing.assert_close(out, sdpa(q, k, v, 40**-0.5).flatten(2))
+
+
+def test_without_avx2_the_kernel_says_what_to_use_instead(monkeypatch):
+    monkeypatch.setattr(attention, "kernel_isa", lambda: None)
+    with pytest.raises(RuntimeError, match="use PyTorch's SDPA instead"):
+        attention.kernel_build()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import helpers.bench.ladder as ladder_module
 from helpers.bench.__main__ import main as bench_main
 from helpers.bench.__main__ import parse_args
 from helpers.bench.flops import count_flops, flops_text
@@ -39,10 +40,28 @@ def test_the_approximations_patch_an_eager_copy_of_the_best_rung():
     assert tome.channels_last and cache.channels_last  # the best rung's other settings stay
 
 
-def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back():
+def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back(monkeypatch):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)  # a CPU without AVX2: no kernel rung
     rungs = ladder(cpu=True)
     assert [r.keep_memory for r in rungs] == [False] * 7 + [True]
     assert rungs[-1].compiled and rungs[-2].compiled and rungs[-3].regional and not rungs[-4].regional
+
+
+def test_cpu_ladder_tries_the_attention_kernel_after_the_padded_heads_and_compiles_it(monkeypatch):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    rungs = ladder(cpu=True)
+    padded, kernel, regional, compiled = rungs[4:8]
+    assert padded.pad_heads and not padded.flash_attention
+    assert kernel.flash_attention and not kernel.pad_heads and kernel.channels_last
+    assert regional.flash_attention and compiled.flash_attention and not compiled.pad_heads
+    assert not any(r.flash_attention for r in ladder(cpu=False))  # GPUs keep PyTorch's SDPA
+    # The kernel rejected, padding kept: compiling builds on the padded heads, without the kernel.
+    rung = build_on(padded, regional, kernel)
+    assert rung.regional and rung.pad_heads and not rung.flash_attention
+    # Padding rejected, the kernel kept: it builds on channels-last + fused QKV.
+    layout = rungs[3]
+    rung = build_on(layout, kernel, padded)
+    assert rung.flash_attention and not rung.pad_heads and rung.channels_last
 
 
 def test_a_rung_after_a_rejected_one_builds_on_the_best_settings():
@@ -114,6 +133,36 @@ def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
     assert tome.tome and cache.deepcache and not (tome.compiled or cache.compiled) and tome.steps == 2
     assert rows[0]["unet % peak"] == pytest.approx(50.0)
     assert rows[-1]["max diff"] == 0.0
+
+
+def test_a_kernel_that_does_not_build_is_skipped_and_the_climb_goes_on(monkeypatch, capsys):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    monkeypatch.setattr(ladder_module, "kernel_error", lambda: "CalledProcessError: no C++ compiler")
+    plan = ladder(steps=2, baseline_steps=3, cpu=True)[:7]  # up to the regional compile
+    fake = FakeBench({})
+    args = argparse.Namespace(approx=False, approx_steps=1, profile=False, budget=1e9, direct_limit=1e9)
+    rows = climb(fake, plan, args, time.perf_counter(), {})
+    assert "kernel (the project's C++): skipped, the kernel did not build here (CalledProcessError" in (
+        capsys.readouterr().out)
+    assert len(rows) == 6 and not any(r.flash_attention for r in fake.applied)
+    assert fake.applied[-1].regional and fake.applied[-1].pad_heads  # built on the best rung, the padded heads
+
+
+def test_a_higher_second_probe_of_the_peak_counts_and_the_shares_follow(monkeypatch, capsys):
+    import helpers.bench.__main__ as bench_cli
+
+    rows = [{"unet TFLOP/s": 0.27, "dtype": "float32", "unet % peak": 150.0},
+            {"unet TFLOP/s": None, "dtype": "float32", "unet % peak": None}]  # a peer's row
+    args = argparse.Namespace(peak_seconds=0.01)
+    peak = {"float32": 0.18, "bfloat16": 0.17}
+    monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds: {"float32": 0.30, "bfloat16": 0.16})
+    bench_cli.recheck_peak(rows, peak, torch.device("cpu"), args)
+    assert peak == {"float32": 0.30, "bfloat16": 0.17}  # the higher probe of each dtype
+    assert rows[0]["unet % peak"] == pytest.approx(90.0) and rows[1]["unet % peak"] is None
+    assert "peak probed again after the rungs" in capsys.readouterr().out
+    monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds: {"float32": 0.29, "bfloat16": 0.17})
+    bench_cli.recheck_peak(rows, peak, torch.device("cpu"), args)  # not higher: nothing changes, nothing said
+    assert peak["float32"] == 0.30 and capsys.readouterr().out == ""
 
 
 def test_a_rung_left_out_of_the_plan_adds_nothing():
@@ -259,7 +308,7 @@ def test_compiling_needs_minutes_of_budget_on_every_device():
     assert seconds_needed(compiled, compiled) == seconds_needed(base, base) == 30
 
 
-@pytest.mark.parametrize("args", [["--rungs", "0-2"], ["--rungs", "x"], ["--rungs", "1-9"], ["--steps", "0"],
+@pytest.mark.parametrize("args", [["--rungs", "0-2"], ["--rungs", "x"], ["--rungs", "1-99"], ["--steps", "0"],
                                   ["--resolution", "100"]])
 def test_bench_rejects_bad_options(args, capsys):
     with pytest.raises(SystemExit) as exit_info:

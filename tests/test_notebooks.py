@@ -78,6 +78,7 @@ def test_the_wheel_carries_the_package_and_the_shapes_weights(installed):
     weights = sorted(p.relative_to(helpers) for p in helpers.rglob("*.safetensors"))
     assert len(weights) == 8, weights  # shapes: text encoder, UNet, VAE, fine-tuned VAE; shapes-flux: 4 more
     assert (helpers / "shapes" / "weights" / "shapes-flux" / "tokenizer_2" / "tokenizer.json").is_file()
+    assert (helpers / "bench" / "flash_attention.cpp").is_file()  # the bench's kernel, compiled where it runs
     assert {p.name for p in helpers.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
         "bench", "generate", "shapes"}
     probe = subprocess.run([sys.executable, "-c", "import helpers; print(helpers.__file__)"], cwd=installed.parent,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..compare import pixel_difference
 from ..memory import flush
+from .attention import kernel_error, kernel_isa
 from .peak import percent_of_peak
 from .profile import breakdown_line
 
@@ -24,6 +25,7 @@ class Rung:
     steps: int = 50
     channels_last: bool = False  # with fused QKV projections
     pad_heads: bool = False
+    flash_attention: bool = False  # the project's fused attention kernel (C++, CPU) instead of PyTorch's SDPA
     regional: bool = False  # torch.compile of the UNet's repeated blocks only (compile_repeated_blocks)
     compiled: bool = False  # torch.compile of the whole UNet and VAE decoder
     keep_memory: bool = False
@@ -43,19 +45,25 @@ class Rung:
 
 # Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
 # allocator setting cannot be taken off at all).
-UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "regional", "compiled", "tome", "deepcache")
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "flash_attention", "regional", "compiled", "tome",
+                       "deepcache")
 
 
 def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
-    """The exact rungs as planned, each adding one setting (the allocator rung last, on a Linux CPU only)."""
+    """The exact rungs as planned, each adding one setting (on a CPU that PyTorch runs with AVX2 or AVX-512, the
+    project's attention kernel after the padded heads; on a Linux CPU, the allocator rung last)."""
     base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
     half = replace(base, name="half precision + PNDM", half=True)
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
     layout = replace(dpm, name="+ channels_last + fused QKV", channels_last=True)
     padded = replace(layout, name=f"+ attention heads padded to x{PAD_MULTIPLE}", pad_heads=True)
-    regional = replace(padded, name="+ regional torch.compile (repeated blocks)", regional=True)
+    rungs = [base, half, dpm, layout, padded]
+    if cpu and kernel_isa():
+        rungs.append(replace(padded, name="+ fused attention kernel (the project's C++)", pad_heads=False,
+                             flash_attention=True))
+    regional = replace(rungs[-1], name="+ regional torch.compile (repeated blocks)", regional=True)
     compiled = replace(regional, name="+ torch.compile (whole UNet and decoder)", regional=False, compiled=True)
-    rungs = [base, half, dpm, layout, padded, regional, compiled]
+    rungs += [regional, compiled]
     if cpu and sys.platform.startswith("linux"):
         rungs.append(replace(compiled, name="+ allocator keeps freed memory", keep_memory=True))
     return rungs
@@ -142,6 +150,9 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
         if (rung.tome or rung.deepcache) and best_row["e2e s"] > left / 3:
             print(f"[{number}/{total}] {rung.name}: skipped, timed end to end only and the best rung's "
                   f"{best_row['e2e s']:.0f} s per image is over a third of the {left:.0f} s left", flush=True)
+            continue
+        if rung.flash_attention and not bench.current.flash_attention and (why := kernel_error()):
+            print(f"[{number}/{total}] {rung.name}: skipped, the kernel did not build here ({why})", flush=True)
             continue
         print(f"[{number}/{total}] {rung.name} ...", flush=True)
         bench.apply(rung)

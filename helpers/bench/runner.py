@@ -12,7 +12,7 @@ from ..memory import flush
 from ..models import load_pipeline, quiet_logs
 from ..prompts import GUIDE_PROMPT
 from ..timing import time_it
-from .attention import pad_attention_heads
+from .attention import pad_attention_heads, use_flash_attention
 from .flops import count_flops, flops_by_operator
 from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
 from .profile import breakdown_rows, flops_by_kind, profile_call
@@ -109,6 +109,8 @@ class Bench:
                 pipe.fuse_qkv_projections()  # this also resets the attention processors: pad after it
             if rung.pad_heads and (fused or not current.pad_heads):
                 pad_attention_heads(pipe.unet, PAD_MULTIPLE)
+            if rung.flash_attention and (fused or not current.flash_attention):
+                use_flash_attention(pipe.unet)
             if rung.compiles_more_than(current):
                 import torch._inductor.config as inductor
 
