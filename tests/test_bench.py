@@ -2,6 +2,8 @@ import argparse
 import contextlib
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,13 +158,39 @@ def test_a_higher_second_probe_of_the_peak_counts_and_the_shares_follow(monkeypa
     args = argparse.Namespace(peak_seconds=0.01)
     peak = {"float32": 0.18, "bfloat16": 0.17}
     monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds: {"float32": 0.30, "bfloat16": 0.16})
-    bench_cli.recheck_peak(rows, peak, torch.device("cpu"), args)
+    rows[0]["rung"], rows[1]["rung"] = "compiled", "peer"
+    profiles = [{"rung": "compiled", "TFLOP/s": 0.15, "% of peak": 83.3}, {"rung": "compiled", "TFLOP/s": None,
+                                                                             "% of peak": None}]
+    bench_cli.recheck_peak(rows, profiles, peak, torch.device("cpu"), args)
     assert peak == {"float32": 0.30, "bfloat16": 0.17}  # the higher probe of each dtype
     assert rows[0]["unet % peak"] == pytest.approx(90.0) and rows[1]["unet % peak"] is None
+    assert profiles[0]["% of peak"] == pytest.approx(50.0) and profiles[1]["% of peak"] is None
     assert "peak probed again after the rungs" in capsys.readouterr().out
     monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds: {"float32": 0.29, "bfloat16": 0.17})
-    bench_cli.recheck_peak(rows, peak, torch.device("cpu"), args)  # not higher: nothing changes, nothing said
+    bench_cli.recheck_peak(rows, profiles, peak, torch.device("cpu"), args)  # not higher: nothing changes, nothing said
     assert peak["float32"] == 0.30 and capsys.readouterr().out == ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_the_allocator_rungs_memory_is_given_back_before_the_peers():
+    """In a process of its own (the setting is process-wide): a freed 200 MB block stays resident while glibc keeps
+    freed memory, and is handed back once its defaults are restored."""
+    code = """
+import psutil, torch
+from helpers.bench.runner import give_back_freed_memory, keep_freed_memory
+process = psutil.Process()
+def handed_back():
+    block = torch.ones(50_000_000)
+    before = process.memory_info().rss
+    del block
+    return before - process.memory_info().rss
+keep_freed_memory()
+kept = handed_back()
+give_back_freed_memory()
+print(kept < 50e6, handed_back() > 150e6)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]
 
 
 def test_a_rung_left_out_of_the_plan_adds_nothing():

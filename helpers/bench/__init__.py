@@ -2,7 +2,8 @@
 
 The rungs, each one setting added to the best rung so far: full precision and PNDM at 50 steps (the guide's
 baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout with fused QKV projections,
-attention heads zero-padded to a multiple of 64, regional torch.compile (the UNet's repeated block, compiled once
+attention heads zero-padded to a multiple of 64, on a CPU with AVX2 or AVX-512 the project's fused attention kernel
+(flash_attention.cpp, compiled at first use), regional torch.compile (the UNet's repeated block, compiled once
 and reused; kept when its UNet step is not slower), torch.compile of the whole UNet and VAE decoder, and last, on a
 Linux CPU, an allocator setting
 (glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
@@ -20,7 +21,8 @@ settings without torch.compile; each with its largest and mean pixel difference 
 for the same seed.
 
 Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
-UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak). For each rung: the UNet's latency per
+UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak); it probes again after the rungs and keeps
+the higher reading. For each rung: the UNet's latency per
 step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode time,
 end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
 decode: the ``e2e how`` column says which), speedup over the baseline, iterations per second, core-seconds per
@@ -32,8 +34,8 @@ decode under the profiler: seconds per kind of work (convolution, attention, lin
 kind's share of the measured peak, printed, written to profile.csv and drawn in profile.png.
 
 The modules, in the order a run uses them: ``peak`` (the limit), ``flops`` (the cost), ``ladder`` (the rungs and the
-climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads), ``profile``
-(where a call's time goes), ``peers`` (OpenVINO and ONNX Runtime), ``helpers.bench_figures`` (bench.csv,
-bench.json and the profile's table and chart, written, and read back for notebook 01), and ``__main__`` (the
-command).
+climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads and the kernel's
+processor), ``profile`` (where a call's time goes), ``peers`` (OpenVINO and ONNX Runtime), ``helpers.bench_figures``
+(bench.csv, bench.json and the profile's table and chart, written, and read back for notebook 01), and ``__main__``
+(the command).
 """

@@ -19,7 +19,7 @@ from . import peers
 from .flops import flops_text
 from .ladder import climb, ladder
 from .peak import measure_peak, percent_of_peak
-from .runner import Bench
+from .runner import Bench, give_back_freed_memory
 
 TOY_MODELS = ("tiny", "shapes")  # their figures go to build/bench-MODEL/, never over the real-size ones
 
@@ -79,7 +79,8 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--rungs takes numbers and ranges such as 1-3 or 1,4,5, not {args.rungs!r}")
     if not picked or min(picked) < 1 or max(picked) > count:
-        parser.error(f"--rungs must name rungs between 1 and {count} on this device")
+        names = "; ".join(f"{i} {rung.name.lstrip('+ ')}" for i, rung in enumerate(ladder(cpu=device.type == "cpu"), 1))
+        parser.error(f"--rungs must name rungs between 1 and {count} on this device ({names})")
     args.picked = sorted(picked)
     return args
 
@@ -95,19 +96,23 @@ def header(device: torch.device, args) -> dict[str, float]:
     return peak
 
 
-def recheck_peak(rows: list[dict], peak: dict[str, float], device: torch.device, args) -> None:
+def recheck_peak(rows: list[dict], profiles: list[dict], peak: dict[str, float], device: torch.device, args) -> None:
     """Phase 3b: the peak probed again after the rungs; the higher of the two probes counts (a busy moment only
     lowers one: the first probe of one run read 0.18 TFLOP/s where the same CPU gave 0.32 alone, before and after),
-    and the rows' shares of it follow."""
+    and the shares of it in the rows and in ``--profile``'s breakdown follow."""
     again = measure_peak(device, seconds=args.peak_seconds)
     if all(again[dtype] <= 1.05 * peak[dtype] for dtype in peak):
         return
     peak.update({dtype: max(peak[dtype], again[dtype]) for dtype in peak})
-    print("bench: peak probed again after the rungs, higher than at the start, so the rows' % of peak use "
+    print("bench: peak probed again after the rungs, higher than at the start, so the shares of the peak use "
           + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
     for row in rows:
         if row.get("unet % peak") is not None and row.get("unet TFLOP/s") is not None:
             row["unet % peak"] = percent_of_peak(row["unet TFLOP/s"], row["dtype"], peak)
+    dtypes = {row["rung"]: row["dtype"] for row in rows}
+    for kind in profiles:
+        if kind["% of peak"] is not None and kind["rung"] in dtypes:
+            kind["% of peak"] = percent_of_peak(kind["TFLOP/s"], dtypes[kind["rung"]], peak)
 
 
 def report(rows: list[dict], bench: Bench, args, peak: dict[str, float], start: float) -> None:
@@ -172,8 +177,11 @@ def run(args: argparse.Namespace, device: torch.device) -> int:
     if not rows:
         print("bench: no rung was measured")
         return 1
+    if ready and bench.memory_kept:
+        give_back_freed_memory()
+        print("peers: glibc's allocator back to its defaults and its kept memory handed back first", flush=True)
     rows += peers.run_peers(bench, args.model, args.steps, args.direct_limit, ready, peak if args.profile else None)
-    recheck_peak(rows, peak, device, args)
+    recheck_peak(rows, bench.profiles, peak, device, args)
     report(rows, bench, args, peak, start)
     return 0
 

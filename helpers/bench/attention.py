@@ -45,7 +45,11 @@ def flash_kernel():
 
     name, flags = kernel_build()
     load(name, [str(KERNEL_SOURCE)], is_python_module=False, extra_cflags=flags, extra_ldflags=["-fopenmp"])
-    torch.library.register_fake("efficient_diffusion::flash_attention", _output_like_query)
+    try:
+        torch.library.register_fake("efficient_diffusion::flash_attention", _output_like_query)
+    except RuntimeError as err:  # registered by an earlier load in this process (the cache cleared, a reload)
+        if "already" not in str(err):
+            raise
     return torch.ops.efficient_diffusion.flash_attention
 
 
@@ -54,8 +58,9 @@ def kernel_error() -> str | None:
     try:
         flash_kernel()
     except Exception as err:  # a missing or failing C++ compiler raises several kinds
-        lines = [line for line in str(err).splitlines() if line.strip()] or [""]
-        return f"{type(err).__name__}: {lines[0]}"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        reason = next((line for line in lines if "error:" in line or "not found" in line), lines[-1])
+        return f"{type(err).__name__}: {reason}"
     return None
 
 

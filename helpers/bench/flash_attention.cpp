@@ -57,7 +57,7 @@ static_assert(KB % TR == 0, "a block of keys is a whole number of score tiles");
 
 // 2^x for x <= 0: 2^round(x) times a degree-6 Taylor polynomial of 2^f on [-0.5, 0.5] (relative error ~1e-7).
 inline vec exp2(vec x) {
-  x = vmax(x, vset(-126.f));
+  x = vmax(vset(-126.f), x);  // max returns its second operand when either is NaN: a NaN score stays NaN
   vec n = vround(x), f = vsub(x, n);
   vec p = vset(1.5403530e-4f);
   p = vfma(p, f, vset(1.3333558e-3f));
@@ -165,7 +165,9 @@ at::Tensor flash_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be (batch, tokens, heads, head size)");
   TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3),
               "q, k, v must agree in batch, heads and head size, and k and v in every size");
-  TORCH_CHECK(q.device().is_cpu(), "a CPU kernel: q, k, v must be on the CPU");
+  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "q, k, v must be on the CPU");
+  TORCH_CHECK(q.is_floating_point() && k.is_floating_point() && v.is_floating_point(), "q, k, v must be floats");
+  TORCH_CHECK(k.size(1) > 0, "attention needs at least one key");
   const int64_t B = q.size(0), Nq = q.size(1), H = q.size(2), D = q.size(3), Nk = k.size(1);
   const int64_t nqb = (Nq + QB - 1) / QB, Nkp = (Nk + KB - 1) / KB * KB;
   auto f32 = q.options().dtype(at::kFloat);
@@ -183,8 +185,10 @@ at::Tensor flash_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   const float* vp = Vp.data_ptr<float>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
-    float* S = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * KB * QB));
-    float* O = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * D * QB));
+    // aligned_alloc wants a size that is a multiple of the alignment
+    float* S = static_cast<float*>(std::aligned_alloc(64, (sizeof(float) * KB * QB + 63) / 64 * 64));
+    float* O = static_cast<float*>(std::aligned_alloc(64, (sizeof(float) * D * QB + 63) / 64 * 64));
+    TORCH_CHECK(S != nullptr && O != nullptr, "out of memory for the kernel's scratch");
     for (int64_t item = begin; item < end; ++item) {
       const int64_t bh = item / nqb, qb = item % nqb, b = bh / H, h = bh % H;
       query_block(qt + item * D * QB, kp + bh * Nkp * D, vp + bh * Nkp * D, o + ((b * Nq + qb * QB) * H + h) * D, D,

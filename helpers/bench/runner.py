@@ -32,6 +32,21 @@ def keep_freed_memory() -> None:
         raise RuntimeError("glibc's mallopt refused the setting")
 
 
+def give_back_freed_memory() -> None:
+    """glibc's defaults again (big blocks mmapped, the heap trimmed past 128 KiB), and what it kept handed back now.
+
+    The rungs after ``keep_freed_memory`` keep its pages (their memory is already laid out); the peers' conversions,
+    which need several GB more for a while, must not: one capped run was killed for memory converting OpenVINO.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 65536)  # glibc's DEFAULT_MMAP_MAX
+    libc.mallopt(m_trim_threshold, 128 * 1024)  # glibc's DEFAULT_TRIM_THRESHOLD
+    libc.malloc_trim(0)
+
+
 def compiled_graphs() -> int:
     """How many graphs torch.compile has made in this process so far (recompiles included)."""
     from torch._dynamo.utils import counters
