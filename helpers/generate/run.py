@@ -254,7 +254,10 @@ def generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     made = make(pipe, state, job, settings, todo, done)
     state.wait_for_everyone()
-    return finish(state, job, made, time.perf_counter() - start)
+    try:
+        return finish(state, job, made, time.perf_counter() - start)
+    finally:  # PyTorch asks for it before exit: a process group left to the interpreter's teardown once aborted
+        state.destroy_process_group()  # a rank with "terminate called without an active exception"
 
 
 def main(argv: list[str] | None = None) -> int:
