@@ -70,7 +70,9 @@ def _output_like_query(query, key, value, scale):
 
 def flash_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(query key^T * scale) value on (batch, tokens, heads, head size) CPU tensors, by the fused kernel
-    (loaded by ``flash_kernel()`` first, outside anything torch.compile traces)."""
+    (built and loaded at the first eager call; under torch.compile, load it first with ``flash_kernel()``)."""
+    if not torch.compiler.is_compiling():
+        flash_kernel()  # cached after the first call
     return torch.ops.efficient_diffusion.flash_attention(query, key, value, scale)
 
 
