@@ -47,16 +47,20 @@ def test_padded_heads_give_the_same_attention(fused, cross):
     torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_the_tiny_unet_is_unchanged_by_padding_after_fusing(tiny_pipe):
+@pytest.mark.parametrize("use, processor", [
+    (pad_attention_heads, PaddedAttnProcessor),
+    pytest.param(use_flash_attention, FlashAttnProcessor, marks=needs_kernel),
+])
+def test_the_tiny_unet_is_unchanged_by_the_processor_after_fusing(tiny_pipe, use, processor):
     unet = copy.deepcopy(tiny_pipe.unet)
     sample, context = torch.randn(2, 4, 8, 8), torch.randn(2, 5, unet.config.cross_attention_dim)
     with torch.no_grad():
         reference = unet(sample, 10, encoder_hidden_states=context).sample
         unet.fuse_qkv_projections()
-        pad_attention_heads(unet)
-        assert {type(p) for p in unet.attn_processors.values()} == {PaddedAttnProcessor}
-        padded = unet(sample, 10, encoder_hidden_states=context).sample
-    torch.testing.assert_close(padded, reference, rtol=1e-4, atol=1e-4)
+        use(unet)
+        assert {type(p) for p in unet.attn_processors.values()} == {processor}
+        out = unet(sample, 10, encoder_hidden_states=context).sample
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
 def sdpa(query, key, value, scale):
@@ -77,7 +81,6 @@ def test_the_kernel_computes_what_sdpa_computes(shape):
     q = torch.randn(batch, queries, heads * head).view(batch, queries, heads, head)  # strided views, as in the UNet
     k, v = torch.randn(batch, keys, 2 * heads * head).chunk(2, dim=-1)
     k, v = (t.view(batch, keys, heads, head) for t in (k, v))
-    flash_kernel()
     out = flash_attention(q, k, v, head**-0.5)
     assert out.shape == q.shape and out.is_contiguous()
     torch.testing.assert_close(out, sdpa(q, k, v, head**-0.5), rtol=1e-5, atol=1e-5)
@@ -87,7 +90,6 @@ def test_the_kernel_computes_what_sdpa_computes(shape):
 def test_the_kernel_keeps_large_scores_finite_and_returns_the_input_dtype():
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 300, 2, 40) for _ in range(3))  # keys over several of the kernel's blocks
-    flash_kernel()
     sharp = flash_attention(q, k, v, 30.0)  # scores in the hundreds: a softmax without its running maximum overflows
     assert torch.isfinite(sharp).all()
     # float32 rounds a score of 300 by about 3e-5, which the exponential carries into the weights: both kernels
@@ -109,19 +111,6 @@ def test_torch_compile_calls_the_kernel_as_one_operator():
     flash_kernel()
     compiled = torch.compile(lambda q, k, v: flash_attention(q * 2, k, v, 0.1) + 1, fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), sdpa(q * 2, k, v, 0.1) + 1, rtol=1e-5, atol=1e-5)
-
-
-@needs_kernel
-def test_the_tiny_unet_is_unchanged_by_the_kernel_after_fusing(tiny_pipe):
-    unet = copy.deepcopy(tiny_pipe.unet)
-    sample, context = torch.randn(2, 4, 8, 8), torch.randn(2, 5, unet.config.cross_attention_dim)
-    with torch.no_grad():
-        reference = unet(sample, 10, encoder_hidden_states=context).sample
-        unet.fuse_qkv_projections()
-        use_flash_attention(unet)
-        assert {type(p) for p in unet.attn_processors.values()} == {FlashAttnProcessor}
-        out = unet(sample, 10, encoder_hidden_states=context).sample
-    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_the_processor_leaves_masks_and_large_heads_to_sdpa(monkeypatch):
