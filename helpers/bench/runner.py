@@ -28,7 +28,8 @@ def keep_freed_memory() -> None:
 
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_max = -1, -4
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**62)):
+    # mallopt takes a C int: a larger Python int is masked by ctypes (2**62 became 0, "trim at every free")
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
         raise RuntimeError("glibc's mallopt refused the setting")
 
 
