@@ -1,5 +1,6 @@
 """``python -m helpers.bench --profile``: where one UNet step and one decode spend their time, by kind of work."""
 
+import os
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -83,6 +84,18 @@ def test_profiling_a_call_finds_each_kind_and_adds_up_to_the_call():
         block(x)
     total = sum(e.self_cpu_time_total for e in prof.events()) / 1e6
     assert sum(seconds_by_kind(prof.events()).values()) == pytest.approx(total)
+
+
+def test_profiling_prints_nothing_to_stderr():
+    """Kineto's "USDT: profiler_start/stop" lines, printed at every profile by default, are silenced."""
+    import subprocess
+    import sys
+
+    code = "import torch; from helpers.bench.profile import profile_call; profile_call(lambda: torch.ones(3) + 1)"
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "USDT" not in done.stderr and "profiler_st" not in done.stderr, done.stderr
 
 
 def test_flops_by_kind_add_up_to_the_benchs_count(tiny_pipe):

@@ -23,19 +23,27 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    """The micro recipe trained twice into two folders: (first folder, second folder, first run's report)."""
+    """The micro recipe trained twice into two folders, the second run with a snapshot after every step: (first
+    folder, second folder, first run's report)."""
     from helpers.shapes.flux import FluxConfig, train
 
     base = tmp_path_factory.mktemp("flux")
     report = train(FluxConfig.micro(), base / "one", progress=False)
-    train(FluxConfig.micro(), base / "two", progress=False)
+    train(FluxConfig.micro(), base / "two", progress=False, snapshot_every=1)
     return base / "one", base / "two", report
 
 
-def test_micro_training_is_byte_for_byte_reproducible(micro):
+def test_micro_training_is_byte_for_byte_reproducible_with_or_without_snapshots(micro):
     one, two, report = micro
-    first, second = _files(one), _files(two)
+    first = _files(one)
+    second = {name: data for name, data in _files(two).items() if not name.startswith("snapshots/")}
     assert first == second
+    # The snapshots: the EMA weights after steps 1 and 2 of 3 (not after the last), each a whole pipeline.
+    snapshots = two / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-1", "step-2"]
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    assert _files(snapshots / "step-1").keys() == first.keys()
+    assert _files(snapshots / "step-1")[weights] != first[weights]
     weights = [name for name in first if name.endswith(".safetensors")]
     assert len(weights) == 4  # transformer, both text encoders, the VAE
     assert not [name for name in first if name.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -170,3 +178,37 @@ def test_each_cache_check_of_05_fails_when_the_cache_is_a_no_op(micro, monkeypat
     monkeypatch.setattr(type(transformer), "enable_cache", lambda self, config: None)
     monkeypatch.setattr(type(transformer), "disable_cache", lambda self: None)
     assert all(computed(config) == 1 for config in configs.values())  # a no-op: the check fails for every one
+
+
+NOISE_LEVELS = ROOT / "scripts" / "flux_noise_levels.py"
+
+
+def test_noise_levels_draws_each_scene_back_from_its_noisy_picture():
+    """From t = 0.2 the noisy picture holds the layout: each shape comes back where its scene put it (from pure noise
+    it would land anywhere)."""
+    import random
+    import runpy
+
+    from helpers.shapes.flux import load
+    from helpers.shapes.judge import analyse
+    from helpers.shapes.world import render, sample_scene
+
+    script = runpy.run_path(str(NOISE_LEVELS))
+    shapes = ["circle", "square", "triangle"] * 2
+    scenes = [sample_scene(random.Random(k), shape=shape) for k, shape in enumerate(shapes)]
+    pipeline = load(SHIPPED)
+    pipeline.set_progress_bar_config(disable=True)
+    drawn = script["redraw"](pipeline, scenes, 0.2)
+    rendered = [analyse(render(scene)) for scene in scenes]  # the judge's centroid of each scene's own picture
+    moved = [math.hypot(d.cx - r.cx, d.cy - r.cy) for d, r in zip(drawn, rendered, strict=True)]
+    assert max(moved) < 3, moved
+
+
+@pytest.mark.parametrize("levels", ["0", "1.5", "high"])
+def test_noise_levels_refuses_levels_outside_0_to_1_in_one_line(levels):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(NOISE_LEVELS), "--levels", levels], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "--levels" in proc.stderr.strip().splitlines()[-1]

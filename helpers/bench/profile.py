@@ -11,6 +11,7 @@ gets its TFLOP/s as a share of the measured peak. OpenVINO's compiled model repo
 
 from __future__ import annotations
 
+import os
 import re
 
 KINDS = ("convolution", "attention", "linear", "normalisation", "other")
@@ -90,6 +91,9 @@ def profile_call(call, device_type: str = "cpu") -> dict[str, float]:
     """Run ``call`` once under ``torch.profiler`` and return its seconds per kind."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto (torch 2.13) logs "USDT: ... profiler_start" and "profiler_stop" to stderr at every profile; its
+    # levels run VERBOSE 0 to USDT 5, so 6 silences it (its errors too). A value the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
     with profile(activities=activities) as prof:
         call()

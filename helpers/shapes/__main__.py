@@ -68,7 +68,7 @@ def _train_flux(args) -> None:
         check_config(cfg)
     except (ValueError, TypeError) as err:
         raise TutorialError(f"the models cannot be built with these settings ({err}).") from None
-    report = train(cfg, out, vae=args.vae)
+    report = train(cfg, out, vae=args.vae, snapshot_every=args.snapshot_every)
     print(f"trained in {report['seconds'] / 60:.1f} min ({report['seconds'] / cfg.steps:.2f} s per step of "
           f"{cfg.batch}); loss over the last 100 steps {report['loss']:.4f}")
     print(f"saved {out} ({report['parameters']['transformer']:,} transformer parameters)")
@@ -206,6 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--vae", default=str(SHIPPED / "shapes-vae-ft"),
                    help="the frozen VAE whose latents the transformer learns (the shipped shapes-vae-ft)")
     p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="also save the EMA weights every N steps to OUT/snapshots/step-N, for a learning curve "
+                   "(the final files do not change)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="change one of FluxConfig's settings for this run, VALUE a Python literal: --set steps=2000 "

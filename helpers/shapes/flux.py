@@ -51,11 +51,15 @@ class FluxConfig:
     single_layers: int = 4  # FluxSingleTransformerBlock: one stream of text and image tokens
     text_width: int = 64  # CLIP and T5 alike: T5's width is the transformer's joint_attention_dim, CLIP's its
     text_layers: int = 2  # pooled_projection_dim
-    # 0.85 s per step of 64 (0.76-1.09 s) on 2 cores of an Intel Xeon with AVX-512 BF16 and no AMX, 0.27 s of it
-    # the VAE's bfloat16 encoder (vae_autocast's policy; float32 0.22 s): about 43 min. Estimated 27 min with AMX,
-    # from shapes' UNet step there (0.92 s) and here (1.37 s).
-    steps: int = 3000
+    # Twice the first recipe's 3,000 steps: shape adherence rose from 57.6 to 76.4 % (docs/shapes.md has the
+    # learning curve). 0.47 s per step of 64 from the pool, plus 2.6 min to encode it, on 2 cores of an Intel Xeon
+    # with AVX-512 BF16 and no AMX: 53.4 min as run (about 50 min alone).
+    steps: int = 6000
     batch: int = 64
+    # Pictures rendered and encoded once, before training, and drawn at random for each batch (each with a fresh
+    # caption, noise and t every time it is drawn, about 12 times in all); 0 renders and encodes every batch anew.
+    # Rendering and encoding were about half of a step here (0.4 of 0.85 s): the pool pays them once.
+    pool: int = 32_768
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup: int = 100
@@ -73,7 +77,7 @@ class FluxConfig:
     def micro(cls) -> FluxConfig:
         """A few steps of a very small model: checks the mechanics in seconds, learns nothing."""
         return cls(heads=2, head_dim=16, double_layers=1, single_layers=1, text_width=32, text_layers=1, steps=3,
-                   batch=4, warmup=1)
+                   batch=4, pool=8, warmup=1)
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -163,6 +167,8 @@ def check_config(cfg: FluxConfig) -> None:
         value = getattr(cfg, field.name)
         if field.name in ("heads", "head_dim", "steps", "batch", "text_width", "text_layers") and value < 1:
             raise ValueError(f"{field.name}={value}: it must be 1 or more")
+    if cfg.pool < 0:
+        raise ValueError(f"pool={cfg.pool}: 0 (a fresh batch every step) or the number of pictures to draw from")
     if cfg.text_width % 4:
         raise ValueError(f"text_width={cfg.text_width}: the text encoders' 4 heads must divide it")
     sample_t(cfg, 1, torch.Generator())
@@ -179,8 +185,23 @@ def sample_t(cfg: FluxConfig, n: int, generator: torch.Generator) -> torch.Tenso
     raise ValueError(f"timesteps: 'logit_normal' or 'uniform', got {cfg.timesteps!r}")
 
 
-def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progress: bool = True) -> list[float]:
-    """Train the transformer and both text encoders jointly on rectified flow; returns the losses."""
+def latent_pool(cfg: FluxConfig, vae, rng: random.Random, progress: bool = True) -> tuple[torch.Tensor, list]:
+    """``cfg.pool`` random pictures' latents (encoded as in training, in batches of ``cfg.batch``) and scenes."""
+    latents, scenes = [], []
+    for start in tqdm(range(0, cfg.pool, cfg.batch), desc="encoding the pool", mininterval=2, disable=not progress):
+        x, batch = pictures(rng, min(cfg.batch, cfg.pool - start))
+        latents.append(encode_latents(vae, x))
+        scenes += batch
+    return torch.cat(latents), scenes
+
+
+def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progress: bool = True,
+                      snapshot=None, snapshot_every: int = 0) -> list[float]:
+    """Train the transformer and both text encoders jointly on rectified flow; returns the losses.
+
+    With ``snapshot_every``, ``snapshot(step)`` is called after every that many steps with the EMA weights in the
+    models (the training weights are put back after it); it draws no random numbers, so the run is unchanged.
+    """
     from diffusers import FluxPipeline
     from diffusers.training_utils import EMAModel
 
@@ -195,32 +216,43 @@ def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progres
     channels = vae.config.latent_channels
     img_ids = FluxPipeline._prepare_latent_image_ids(None, side // 2, side // 2, "cpu", torch.float32)
     txt_ids = torch.zeros(MAX_SEQUENCE_LENGTH, 3)
+    pool = latent_pool(cfg, vae, rng, progress) if cfg.pool else None
     losses = []
     for model in (transformer, clip, t5):
         model.train()
-    for _ in (bar := tqdm(range(cfg.steps), desc="transformer + text encoders", mininterval=2, disable=not progress)):
-        x, scenes = pictures(rng, cfg.batch)
+    for step in (bar := tqdm(range(cfg.steps), desc="transformer + text encoders", mininterval=2,
+                             disable=not progress)):
+        if pool:
+            index = torch.randint(len(pool[1]), (cfg.batch,), generator=generator)
+            latents, scenes = pool[0][index], [pool[1][i] for i in index.tolist()]
+        else:
+            x, scenes = pictures(rng, cfg.batch)
+            latents = encode_latents(vae, x)
         captions = [random_caption(rng, s, cfg) for s in scenes]
         # Tokenized as FluxPipeline does: CLIP to its model_max_length, T5 to max_sequence_length, no masks.
         ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids
         ids_2 = tokenizer_2(captions, padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
                             return_tensors="pt").input_ids
-        latents = encode_latents(vae, x)
         noise = torch.randn(latents.shape, generator=generator)
-        t = sample_t(cfg, len(x), generator)
+        t = sample_t(cfg, len(latents), generator)
         noisy = (1 - t[:, None, None, None]) * latents + t[:, None, None, None] * noise
         prediction = transformer(
-            hidden_states=FluxPipeline._pack_latents(noisy, len(x), channels, side, side),
+            hidden_states=FluxPipeline._pack_latents(noisy, len(latents), channels, side, side),
             timestep=t,  # in [0, 1]: the pipeline passes the scheduler's timestep / 1000, the model scales by 1000
             pooled_projections=clip(ids).pooler_output, encoder_hidden_states=t5(ids_2)[0],
             txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
         )[0]
-        target = FluxPipeline._pack_latents(noise - latents, len(x), channels, side, side)
+        target = FluxPipeline._pack_latents(noise - latents, len(latents), channels, side, side)
         loss = F.mse_loss(prediction, target)
         optimise(loss, params, optimizer, schedule, ema)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < cfg.steps:
+            ema.store(params)
+            ema.copy_to(params)
+            snapshot(step + 1)
+            ema.restore(params)
     ema.copy_to(params)
     for model in (transformer, clip, t5):
         model.eval()
@@ -245,14 +277,26 @@ def _vae_record(path: str | Path) -> dict:
     return {"path": shown, "sha256": digest}
 
 
-def train(cfg: FluxConfig, out: Path, vae: str | Path = VAE, progress: bool = True) -> dict:
+def _save_pipeline(models: dict, out: Path) -> None:
+    """Save the components as a FluxPipeline folder: transformer and VAE in float16 (copies), the rest as they are."""
+    import copy
+
+    from diffusers import FluxPipeline
+
+    halves = {name: copy.deepcopy(models[name]).half() for name in ("transformer", "vae")}
+    out.mkdir(parents=True, exist_ok=True)
+    FluxPipeline(**dict(models, **halves)).save_pretrained(out, safe_serialization=True)
+
+
+def train(cfg: FluxConfig, out: Path, vae: str | Path = VAE, progress: bool = True, snapshot_every: int = 0) -> dict:
     """Train the transformer and text encoders, and save the pipeline to ``out`` with ``training.json`` inside.
 
     The same seed, settings, VAE and CPU kind give the same files byte for byte (but ``training.json``'s times).
     The transformer and VAE are stored in float16 (loaded as float32, as ``shapes``), the text encoders in float32.
+    ``snapshot_every`` also saves the EMA weights after every that many steps, to ``out/snapshots/step-N`` (the
+    learning curve: judge each with the eval); the final files are the same with or without them.
     """
     import diffusers
-    from diffusers import FluxPipeline
 
     rng = random.Random(cfg.seed)
     models = build_models(cfg, load_vae(vae))
@@ -260,12 +304,11 @@ def train(cfg: FluxConfig, out: Path, vae: str | Path = VAE, progress: bool = Tr
                     "cpu_dtype": str(cpu_dtype()).removeprefix("torch."), "torch": torch.__version__,
                     "diffusers": diffusers.__version__}
     tic = time.perf_counter()
-    losses = train_transformer(cfg, models, rng, progress=progress)
+    losses = train_transformer(cfg, models, rng, progress=progress, snapshot_every=snapshot_every,
+                               snapshot=lambda step: _save_pipeline(models, out / "snapshots" / f"step-{step}"))
     report["seconds"] = time.perf_counter() - tic
     report["loss"] = float(np.mean(losses[-100:]))
-    pipeline = FluxPipeline(**dict(models, transformer=models["transformer"].half(), vae=models["vae"].half()))
-    out.mkdir(parents=True, exist_ok=True)
-    pipeline.save_pretrained(out, safe_serialization=True)
+    _save_pipeline(models, out)
     (out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
