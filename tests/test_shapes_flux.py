@@ -205,10 +205,9 @@ def test_noise_levels_draws_each_scene_back_from_its_noisy_picture():
 
 
 @pytest.mark.parametrize("levels", ["0", "1.5", "high"])
-def test_noise_levels_refuses_levels_outside_0_to_1_in_one_line(levels):
-    import subprocess
-    import sys
+def test_noise_levels_refuses_levels_outside_0_to_1_in_one_line(levels, capsys):
+    import runpy
 
-    proc = subprocess.run([sys.executable, str(NOISE_LEVELS), "--levels", levels], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and "--levels" in proc.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(NOISE_LEVELS))["main"](["--levels", levels])
+    assert exit_.value.code == 2 and "--levels" in capsys.readouterr().err.strip().splitlines()[-1]
