@@ -41,14 +41,46 @@ def test_micro_training_is_byte_for_byte_reproducible_with_or_without_snapshots(
     # The snapshots: the EMA weights after steps 1 and 2 of 3 (not after the last), each a whole pipeline.
     snapshots = two / "snapshots"
     assert sorted(p.name for p in snapshots.iterdir()) == ["step-1", "step-2"]
-    weights = "transformer/diffusion_pytorch_model.safetensors"
+    transformer_weights = "transformer/diffusion_pytorch_model.safetensors"
     assert _files(snapshots / "step-1").keys() == first.keys()
-    assert _files(snapshots / "step-1")[weights] != first[weights]
+    assert _files(snapshots / "step-1")[transformer_weights] != first[transformer_weights]
     weights = [name for name in first if name.endswith(".safetensors")]
     assert len(weights) == 4  # transformer, both text encoders, the VAE
     assert not [name for name in first if name.endswith((".bin", ".pt", ".pth", ".ckpt"))]
     saved = json.loads((one / "training.json").read_text())
     assert saved["config"]["steps"] == 3 and saved["loss"] == report["loss"] and math.isfinite(report["loss"])
+    assert 0 < saved["pool_seconds"] < saved["seconds"]
+
+
+def test_a_snapshot_holds_the_ema_weights_and_training_goes_on_from_the_raw_ones():
+    import random
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from helpers.shapes.flux import FluxConfig, build_models, load_vae, train_transformer
+
+    cfg = FluxConfig.micro()
+    models = build_models(cfg, load_vae())
+    transformer = models["transformer"]
+    raw, ema = {}, {}
+
+    def after_step(optimizer, args, kwargs):  # the raw weights, before the EMA's update of the same step
+        raw[len(raw) + 1] = [p.detach().clone() for p in transformer.parameters()]
+
+    def snapshot(step):
+        ema[step] = [p.detach().clone() for p in transformer.parameters()]
+
+    hook = register_optimizer_step_post_hook(after_step)
+    try:
+        train_transformer(cfg, models, random.Random(0), progress=False, snapshot=snapshot, snapshot_every=1)
+    finally:
+        hook.remove()
+    assert sorted(ema) == [1, 2] and sorted(raw) == [1, 2, 3]
+    # The EMA starts at the raw weights (its warm-up) and then lags them: at step 2 it differs from them.
+    assert all(torch.equal(e, r) for e, r in zip(ema[1], raw[1], strict=True))
+    assert not all(torch.equal(e, r) for e, r in zip(ema[2], raw[2], strict=True))
+    with pytest.raises(ValueError, match="snapshot_every"):
+        train_transformer(cfg, models, random.Random(0), progress=False, snapshot_every=-1)
 
 
 def test_micro_model_loads_as_a_flux_pipeline_that_draws_64_px(micro):
@@ -134,6 +166,19 @@ def test_train_flux_refuses_the_shipped_folder_without_ship(monkeypatch, capsys)
     assert "cannot be built" in capsys.readouterr().err
 
 
+def test_train_flux_refuses_snapshots_it_cannot_take_in_one_line(monkeypatch, capsys, tmp_path):
+    from helpers.shapes import __main__ as command
+
+    trained = []
+    monkeypatch.setattr("helpers.shapes.flux.train", lambda *args, **kwargs: trained.append(args))
+    (tmp_path / "old" / "snapshots").mkdir(parents=True)
+    for extra, says in ((["--snapshot-every", "-1"], "0 for no snapshots"), (["--ship", "--snapshot-every", "5"],
+                        "shipped weights"), (["--out", str(tmp_path / "old"), "--snapshot-every", "1"], "delete it")):
+        assert command.main(["train-flux", "--micro", *extra]) == 2 and not trained
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and says in err and len(err.splitlines()) == 1
+
+
 def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
     from helpers.shapes import __main__ as command
 
@@ -185,7 +230,7 @@ NOISE_LEVELS = ROOT / "scripts" / "flux_noise_levels.py"
 
 def test_noise_levels_draws_each_scene_back_from_its_noisy_picture():
     """From t = 0.2 the noisy picture holds the layout: each shape comes back where its scene put it (from pure noise
-    it would land anywhere)."""
+    it would land anywhere: 6-23 px away for these scenes), and the table counts what the judge reads."""
     import random
     import runpy
 
@@ -198,10 +243,15 @@ def test_noise_levels_draws_each_scene_back_from_its_noisy_picture():
     scenes = [sample_scene(random.Random(k), shape=shape) for k, shape in enumerate(shapes)]
     pipeline = load(SHIPPED)
     pipeline.set_progress_bar_config(disable=True)
-    drawn = script["redraw"](pipeline, scenes, 0.2)
+    drawn = [analyse(image) for image in script["redraw"](pipeline, scenes, 0.2)]
     rendered = [analyse(render(scene)) for scene in scenes]  # the judge's centroid of each scene's own picture
     moved = [math.hypot(d.cx - r.cx, d.cy - r.cy) for d, r in zip(drawn, rendered, strict=True)]
     assert max(moved) < 3, moved
+    table = script["shape_table"](pipeline, scenes, [0.2, 0.1])
+    assert list(table.index) == [0.2, 0.1] and list(table.columns) == ["circle", "square", "triangle", "all"]
+    right = [d.shape == s.shape for d, s in zip(drawn, scenes, strict=True)]
+    assert table.loc[0.2, "all"] == round(100 * sum(right) / len(right), 1)
+    assert table.loc[0.2, "all"] == pytest.approx(table.loc[0.2, ["circle", "square", "triangle"]].mean(), abs=0.1)
 
 
 @pytest.mark.parametrize("levels", ["0", "1.5", "high"])

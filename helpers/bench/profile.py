@@ -92,7 +92,8 @@ def profile_call(call, device_type: str = "cpu") -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
     # Kineto (torch 2.13) logs "USDT: ... profiler_start" and "profiler_stop" to stderr at every profile; its
-    # levels run VERBOSE 0 to USDT 5, so 6 silences it (its errors too). A value the user set is kept.
+    # levels run VERBOSE 0 to USDT 5, so 6 silences it (its errors too). A value the user set is kept. Kineto reads
+    # it once, at the process's first profile: a profiler started elsewhere before this one keeps the lines.
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
     with profile(activities=activities) as prof:

@@ -68,9 +68,21 @@ def _train_flux(args) -> None:
         check_config(cfg)
     except (ValueError, TypeError) as err:
         raise TutorialError(f"the models cannot be built with these settings ({err}).") from None
+    if args.snapshot_every < 0:
+        raise TutorialError(f"--snapshot-every {args.snapshot_every}: give a number of steps, or 0 for no snapshots.")
+    if args.snapshot_every and args.ship:
+        raise TutorialError("--snapshot-every with --ship would put snapshots into the shipped weights: train into "
+                            "build/ (no --ship) to take snapshots.")
+    if args.snapshot_every and (out / "snapshots").exists():
+        raise TutorialError(f"{out / 'snapshots'} holds an earlier run's snapshots: delete it or give another --out.")
+    if args.snapshot_every >= cfg.steps:
+        print(f"no snapshots: --snapshot-every {args.snapshot_every} is not below the {cfg.steps} steps (the last "
+              "step's weights are the saved pipeline itself)")
     report = train(cfg, out, vae=args.vae, snapshot_every=args.snapshot_every)
-    print(f"trained in {report['seconds'] / 60:.1f} min ({report['seconds'] / cfg.steps:.2f} s per step of "
-          f"{cfg.batch}); loss over the last 100 steps {report['loss']:.4f}")
+    steps_seconds = report["seconds"] - report["pool_seconds"]
+    print(f"trained in {report['seconds'] / 60:.1f} min ({report['pool_seconds'] / 60:.1f} min to encode the pool, "
+          f"then {steps_seconds / cfg.steps:.2f} s per step of {cfg.batch}); loss over the last 100 steps "
+          f"{report['loss']:.4f}")
     print(f"saved {out} ({report['parameters']['transformer']:,} transformer parameters)")
 
 
@@ -207,8 +219,8 @@ def main(argv=None) -> int:
                    help="the frozen VAE whose latents the transformer learns (the shipped shapes-vae-ft)")
     p.add_argument("--micro", action="store_true", help="a few steps of a tiny model, to check the mechanics")
     p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
-                   help="also save the EMA weights every N steps to OUT/snapshots/step-N, for a learning curve "
-                   "(the final files do not change)")
+                   help="also save the EMA weights every N steps (but the last) to OUT/snapshots/step-N, for a "
+                   "learning curve; the final files do not change")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="change one of FluxConfig's settings for this run, VALUE a Python literal: --set steps=2000 "

@@ -196,15 +196,18 @@ def latent_pool(cfg: FluxConfig, vae, rng: random.Random, progress: bool = True)
 
 
 def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progress: bool = True,
-                      snapshot=None, snapshot_every: int = 0) -> list[float]:
+                      snapshot=None, snapshot_every: int = 0, pool=None) -> list[float]:
     """Train the transformer and both text encoders jointly on rectified flow; returns the losses.
 
-    With ``snapshot_every``, ``snapshot(step)`` is called after every that many steps with the EMA weights in the
-    models (the training weights are put back after it); it draws no random numbers, so the run is unchanged.
+    With ``snapshot_every``, ``snapshot(step)`` is called after every that many steps but the last, with the EMA
+    weights in the models (the training weights are put back after it); it draws no random numbers, so the run is
+    unchanged. ``pool`` is ``latent_pool``'s result where the caller made it (else made here when ``cfg.pool``).
     """
     from diffusers import FluxPipeline
     from diffusers.training_utils import EMAModel
 
+    if snapshot_every < 0:
+        raise ValueError(f"snapshot_every={snapshot_every}: a number of steps, or 0 for no snapshots")
     transformer, clip, t5 = models["transformer"], models["text_encoder"], models["text_encoder_2"]
     tokenizer, tokenizer_2, vae = models["tokenizer"], models["tokenizer_2"], models["vae"]
     params = [p for model in (transformer, clip, t5) for p in model.parameters()]
@@ -216,7 +219,8 @@ def train_transformer(cfg: FluxConfig, models: dict, rng: random.Random, progres
     channels = vae.config.latent_channels
     img_ids = FluxPipeline._prepare_latent_image_ids(None, side // 2, side // 2, "cpu", torch.float32)
     txt_ids = torch.zeros(MAX_SEQUENCE_LENGTH, 3)
-    pool = latent_pool(cfg, vae, rng, progress) if cfg.pool else None
+    if pool is None and cfg.pool:
+        pool = latent_pool(cfg, vae, rng, progress)
     losses = []
     for model in (transformer, clip, t5):
         model.train()
@@ -304,9 +308,11 @@ def train(cfg: FluxConfig, out: Path, vae: str | Path = VAE, progress: bool = Tr
                     "cpu_dtype": str(cpu_dtype()).removeprefix("torch."), "torch": torch.__version__,
                     "diffusers": diffusers.__version__}
     tic = time.perf_counter()
-    losses = train_transformer(cfg, models, rng, progress=progress, snapshot_every=snapshot_every,
+    pool = latent_pool(cfg, models["vae"], rng, progress) if cfg.pool else None
+    report["pool_seconds"] = time.perf_counter() - tic
+    losses = train_transformer(cfg, models, rng, progress=progress, snapshot_every=snapshot_every, pool=pool,
                                snapshot=lambda step: _save_pipeline(models, out / "snapshots" / f"step-{step}"))
-    report["seconds"] = time.perf_counter() - tic
+    report["seconds"] = time.perf_counter() - tic  # the pool's encoding and the steps
     report["loss"] = float(np.mean(losses[-100:]))
     _save_pipeline(models, out)
     (out / "training.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -114,10 +114,15 @@ def sample_batch(rng: random.Random, n: int) -> tuple[np.ndarray, list[Scene]]:
     return np.stack([np.asarray(render(s)) for s in scenes]), scenes
 
 
-def pictures(rng: random.Random, n: int):
-    """``n`` random scenes, rendered as a (n, 3, 64, 64) float tensor in [-1, 1], with the scenes."""
+def as_tensor(scenes: list[Scene]):
+    """The scenes rendered as a (n, 3, 64, 64) float tensor in [-1, 1], as a VAE takes pictures."""
     import torch
 
-    scenes = [sample_scene(rng) for _ in range(n)]
     array = np.stack([np.asarray(render(s)) for s in scenes])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1, scenes
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def pictures(rng: random.Random, n: int):
+    """``n`` random scenes, rendered as a (n, 3, 64, 64) float tensor in [-1, 1], with the scenes."""
+    scenes = [sample_scene(rng) for _ in range(n)]
+    return as_tensor(scenes), scenes
