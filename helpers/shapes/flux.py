@@ -52,8 +52,8 @@ class FluxConfig:
     text_width: int = 64  # CLIP and T5 alike: T5's width is the transformer's joint_attention_dim, CLIP's its
     text_layers: int = 2  # pooled_projection_dim
     # Twice the first recipe's 3,000 steps: shape adherence rose from 57.6 to 76.4 % (docs/shapes.md has the
-    # learning curve). 0.47 s per step of 64 from the pool, plus 2.6 min to encode it, on 2 cores of an Intel Xeon
-    # with AVX-512 BF16 and no AMX: 53.4 min as run (about 50 min alone).
+    # learning curve). On 2 cores of an Intel Xeon with AVX-512 BF16 and no AMX: 2.6 min to encode the pool, then
+    # 0.51 s per step of 64 as run beside short evals (0.47 s undisturbed): 53.4 min (about 50 min alone).
     steps: int = 6000
     batch: int = 64
     # Pictures rendered and encoded once, before training, and drawn at random for each batch (each with a fresh
