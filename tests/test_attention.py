@@ -23,6 +23,11 @@ needs_kernel = pytest.mark.skipif(
     reason="the attention kernel needs AVX2 or AVX-512 and a C++ compiler")
 
 
+needs_bf16_pairs = pytest.mark.skipif(
+    kernel_isa() != "AVX512_BF16" or not shutil.which(os.environ.get("CXX", "c++")),
+    reason="the kernel's bfloat16 path needs AVX-512 BF16 and a C++ compiler")
+
+
 def test_head_sizes_round_up_to_the_multiple():
     assert [padded_size(d) for d in (40, 64, 80, 160)] == [64, 64, 128, 192]
     assert [padded_size(d, 16) for d in (8, 40, 80)] == [16, 48, 80]
@@ -104,6 +109,27 @@ def test_the_kernel_keeps_large_scores_finite_and_returns_the_input_dtype():
     torch.testing.assert_close(half.float(), sdpa(q, k, v, 40**-0.5), rtol=2e-2, atol=2e-2)
 
 
+@needs_bf16_pairs
+@pytest.mark.parametrize("shape", [
+    (2, 300, 301, 2, 40),  # an odd number of keys, over three blocks: the last pair's partner must weigh nothing
+    (1, 64, 77, 3, 80),  # cross-attention on 77 text tokens
+    (1, 33, 3, 1, 9),  # an odd head size: the last feature has a zero partner
+])
+def test_bfloat16_pairs_are_as_close_as_pytorchs_own_bfloat16_attention(shape):
+    """The bfloat16 path rounds the softmax weights to bfloat16 before the second product, as PyTorch's bfloat16
+    attention does; against float32 attention on the same inputs it must be as close as PyTorch's is."""
+    batch, queries, keys, heads, head = shape
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(batch, n, heads, head).bfloat16() for n in (queries, keys, keys))
+    exact = sdpa(q.float(), k.float(), v.float(), head**-0.5)
+    out = flash_attention(q, k, v, head**-0.5)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    pytorch_error = (sdpa(q, k, v, head**-0.5).float() - exact).abs().max().item()
+    assert (out.float() - exact).abs().max().item() <= 1.5 * pytorch_error + 1e-3
+    # the pairs path is the one that ran: the float32 path, rounded at the end, differs in many elements
+    assert not torch.equal(out, flash_attention(q.float(), k.float(), v.float(), head**-0.5).bfloat16())
+
+
 @needs_kernel
 def test_torch_compile_calls_the_kernel_as_one_operator():
     torch.manual_seed(0)
@@ -132,3 +158,37 @@ def test_without_avx2_the_kernel_says_what_to_use_instead(monkeypatch):
     monkeypatch.setattr(attention, "kernel_isa", lambda: None)
     with pytest.raises(RuntimeError, match="use PyTorch's SDPA instead"):
         attention.kernel_build()
+
+
+@pytest.mark.parametrize("capability, bf16, isa", [
+    ("AVX512", True, "AVX512_BF16"), ("AVX512", False, "AVX512"), ("AVX2", True, "AVX2"), ("DEFAULT", False, None)])
+def test_the_build_follows_pytorchs_instruction_set_and_bfloat16_support(monkeypatch, capability, bf16, isa):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    assert attention.kernel_isa() == isa
+    if isa == "AVX512_BF16":
+        name, flags = attention.kernel_build()
+        assert name.endswith("_avx512_bf16") and "-DED_BF16" in flags and "-mavx512bf16" in flags
+
+
+@needs_kernel
+def test_the_tiny_vae_decodes_the_same_with_the_kernel(tiny_pipe):
+    vae = copy.deepcopy(tiny_pipe.vae)
+    latents = torch.randn(1, vae.config.latent_channels, 8, 8)
+    with torch.no_grad():
+        reference = vae.decode(latents).sample
+        vae.fuse_qkv_projections()
+        use_flash_attention(vae)
+        assert {type(p) for p in vae.attn_processors.values()} == {FlashAttnProcessor}
+        out = vae.decode(latents).sample
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+@needs_bf16_pairs
+def test_bfloat16_pairs_take_heads_up_to_the_vaes_512(monkeypatch):
+    calls = []
+    monkeypatch.setattr(attention, "flash_attention", lambda *args: calls.append(args[0].shape) or args[0])
+    q = torch.randn(1, 6, 1, 512).bfloat16()
+    FlashAttnProcessor().attend(q, q, q, None, 512)
+    FlashAttnProcessor().attend(q.float(), q.float(), q.float(), None, 512)  # float32 at 512: SDPA
+    assert calls == [q.shape]

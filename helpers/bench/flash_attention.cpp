@@ -5,7 +5,9 @@
 // (its maximum and sum are updated per block, and the output rescaled). Everything is laid out *transposed*, with
 // the queries along the vector lanes: scores S^T = K Q^T, their maxima and sums, and the output O^T = V^T P^T are
 // then all lane-wise, with no horizontal reductions, and no lane is wasted on SD 1.5's head size of 40 (2.5
-// AVX-512 vectors). One source, two instruction sets: ED_AVX512 (16 lanes) or AVX2 + FMA (8 lanes).
+// AVX-512 vectors). One source, two instruction sets: ED_AVX512 (16 lanes) or AVX2 + FMA (8 lanes). With ED_BF16
+// (AVX-512 BF16), bfloat16 inputs take a second path whose two products multiply pairs of bfloat16 numbers into
+// float32 sums (vdpbf16ps: twice the work of a float32 FMA per instruction); the softmax stays in float32.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -14,6 +16,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 namespace {
@@ -157,10 +160,162 @@ void query_block(const float* Qt, const float* K, const float* V, float* out, in
   }
 }
 
+#if defined(ED_BF16)
+// The bfloat16 path. A "pair" is two bfloat16 numbers in one 32-bit lane, which vdpbf16ps multiplies with another
+// pair and adds, both products, to a float32 lane. Queries hold pairs of head features (Qp: D/2 x QB pairs),
+// keys are bfloat16 rows whose consecutive features are already pairs, the weights P hold pairs of keys
+// (KB/2 x QB), and the values are stored transposed in pairs of keys (Vt: D x Nk/2 pairs).
+using bvec = __m512bh;
+inline bvec bload(const uint32_t* p) { return (bvec)_mm512_load_si512(p); }
+inline bvec bset(uint32_t pair) { return (bvec)_mm512_set1_epi32((int)pair); }
+
+// Scores of TR keys against the block's queries, times `scale`: S[r][:] = scale * sum_d K[r][d] * Q[:][d].
+inline void scores_bf16(const uint32_t* K, const uint32_t* Qp, float* S, int D2, vec scale) {
+  vec acc[TR][QV];
+#pragma GCC unroll 16
+  for (int r = 0; r < TR; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) acc[r][c] = vzero();
+  for (int d = 0; d < D2; ++d) {
+    bvec q[QV];
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) q[c] = bload(Qp + d * QB + W * c);
+#pragma GCC unroll 16
+    for (int r = 0; r < TR; ++r) {
+      bvec k = bset(K[r * D2 + d]);
+#pragma GCC unroll 16
+      for (int c = 0; c < QV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], k, q[c]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < TR; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) vstore(S + r * QB + W * c, vmul(acc[r][c], scale));
+}
+
+// T rows of the output, rescaled and accumulated over pairs of keys: O[t][:] = O[t][:] * alpha + sum_j V[j][t] P[j][:].
+template <int T>
+inline void accumulate_bf16(const uint32_t* Vt, int64_t vstride, const uint32_t* Pp, float* O, const vec* alpha,
+                            int pairs) {
+  vec acc[T][QV];
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) acc[t][c] = vmul(vload(O + t * QB + W * c), alpha[c]);
+  for (int j = 0; j < pairs; ++j) {
+    bvec p[QV];
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) p[c] = bload(Pp + j * QB + W * c);
+#pragma GCC unroll 16
+    for (int t = 0; t < T; ++t) {
+      bvec v = bset(Vt[t * vstride + j]);
+#pragma GCC unroll 16
+      for (int c = 0; c < QV; ++c) acc[t][c] = _mm512_dpbf16_ps(acc[t][c], v, p[c]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) vstore(O + t * QB + W * c, acc[t][c]);
+}
+
+// As query_block, for bfloat16 pairs: Qp (D2 x QB pairs), K (Nk x D2 pairs), Vt (D x Nk/2 pairs), Nk a multiple
+// of KB; `scale` includes log2(e). S, Pp and O are scratch.
+void query_block_bf16(const uint32_t* Qp, const uint32_t* K, const uint32_t* Vt, float* out, int64_t D, int64_t D2,
+                      int64_t Nk, int64_t Nkp, int64_t rows, int64_t out_stride, float scale, float* S, uint32_t* Pp,
+                      float* O) {
+  alignas(64) float m[QB], l[QB];
+  std::fill(m, m + QB, -1e30f);
+  std::fill(l, l + QB, 0.f);
+  std::fill(O, O + D * QB, 0.f);
+  // vpermw indices that interleave two rows of 16 bfloat16 weights (keys j and j + 1) into 16 pairs
+  alignas(64) int16_t interleave[32];
+  for (int i = 0; i < 16; ++i) interleave[2 * i] = (int16_t)i, interleave[2 * i + 1] = (int16_t)(16 + i);
+  const __m512i order = _mm512_load_si512(interleave);
+  const vec vscale = vset(scale);
+  for (int64_t k0 = 0; k0 < Nk; k0 += KB) {
+    const int keys = (int)std::min<int64_t>(KB, Nk - k0), pairs = (keys + 1) / 2;
+    for (int j = 0; j < keys; j += TR) scores_bf16(K + (k0 + j) * D2, Qp, S + j * QB, (int)D2, vscale);
+    vec top[QV], alpha[QV], sum[QV];
+    for (int c = 0; c < QV; ++c) top[c] = vload(m + W * c);
+    for (int j = 0; j < keys; ++j)
+      for (int c = 0; c < QV; ++c) top[c] = vmax(top[c], vload(S + j * QB + W * c));
+    for (int c = 0; c < QV; ++c) {
+      alpha[c] = exp2(vsub(vload(m + W * c), top[c]));
+      vstore(m + W * c, top[c]);
+      sum[c] = vzero();
+    }
+    for (int j = 0; j < keys; ++j)
+      for (int c = 0; c < QV; ++c) {
+        vec p = exp2(vsub(vload(S + j * QB + W * c), top[c]));
+        vstore(S + j * QB + W * c, p);
+        sum[c] = vadd(sum[c], p);
+      }
+    if (keys % 2) std::fill(S + keys * QB, S + (keys + 1) * QB, 0.f);  // the odd key's partner weighs nothing
+    for (int j = 0; j < pairs; ++j)
+      for (int c = 0; c < QV; ++c) {
+        __m512bh two = _mm512_cvtne2ps_pbh(vload(S + (2 * j + 1) * QB + W * c), vload(S + 2 * j * QB + W * c));
+        _mm512_store_si512(Pp + j * QB + W * c, _mm512_permutexvar_epi16(order, (__m512i)two));
+      }
+    for (int c = 0; c < QV; ++c) vstore(l + W * c, vfma(vload(l + W * c), alpha[c], sum[c]));
+    const uint32_t* Vb = Vt + k0 / 2;
+    const int64_t vstride = Nkp / 2;
+    int64_t d = 0;
+    for (; d + TD <= D; d += TD) accumulate_bf16<TD>(Vb + d * vstride, vstride, Pp, O + d * QB, alpha, pairs);
+    for (; d < D; ++d) accumulate_bf16<1>(Vb + d * vstride, vstride, Pp, O + d * QB, alpha, pairs);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const float inv = 1.f / l[i];
+    for (int64_t d = 0; d < D; ++d) out[i * out_stride + d] = O[d * QB + i] * inv;
+  }
+}
+
+// The bfloat16 path of flash_attention (below): q, k, v all bfloat16; the result in bfloat16.
+at::Tensor flash_attention_bf16(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  const int64_t B = q.size(0), Nq = q.size(1), H = q.size(2), D = q.size(3), Nk = k.size(1);
+  const int64_t D2 = (D + 1) / 2, nqb = (Nq + QB - 1) / QB, Nkp = (Nk + KB - 1) / KB * KB;
+  auto bf = q.options().dtype(at::kBFloat16);
+  // Queries as (batch, heads, query block, head-size pairs, QB, 2); keys as (batch, heads, Nkp, 2 * D2), both
+  // zero-padded (an odd head size gets a zero feature); values as (batch, heads, D, Nkp / 2, 2).
+  auto qs = at::zeros({B, nqb * QB, H, 2 * D2}, bf);
+  qs.narrow(1, 0, Nq).narrow(3, 0, D).copy_(q);
+  auto Qp = qs.view({B, nqb, QB, H, D2, 2}).permute({0, 3, 1, 4, 2, 5}).contiguous();
+  auto Kp = at::zeros({B, H, Nkp, 2 * D2}, bf);
+  Kp.narrow(2, 0, Nk).narrow(3, 0, D).copy_(k.permute({0, 2, 1, 3}));
+  auto Vp = at::zeros({B, H, Nkp, D}, bf);
+  Vp.narrow(2, 0, Nk).copy_(v.permute({0, 2, 1, 3}));
+  auto Vt = Vp.view({B, H, Nkp / 2, 2, D}).permute({0, 1, 4, 2, 3}).contiguous();
+  auto out = at::empty({B, Nq, H, D}, q.options().dtype(at::kFloat));
+  const auto* qp = reinterpret_cast<const uint32_t*>(Qp.data_ptr());
+  const auto* kp = reinterpret_cast<const uint32_t*>(Kp.data_ptr());
+  const auto* vt = reinterpret_cast<const uint32_t*>(Vt.data_ptr());
+  float* o = out.data_ptr<float>();
+  const float s = (float)(scale * 1.4426950408889634);
+  at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
+    auto scratch = [](size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); };
+    float* S = static_cast<float*>(scratch(sizeof(float) * (KB + 1) * QB));
+    uint32_t* Pp = static_cast<uint32_t*>(scratch(sizeof(uint32_t) * KB / 2 * QB));
+    float* O = static_cast<float*>(scratch(sizeof(float) * D * QB));
+    TORCH_CHECK(S != nullptr && Pp != nullptr && O != nullptr, "out of memory for the kernel's scratch");
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t bh = item / nqb, qb = item % nqb, b = bh / H, h = bh % H;
+      query_block_bf16(qp + item * D2 * QB, kp + bh * Nkp * D2, vt + bh * D * (Nkp / 2),
+                       o + ((b * Nq + qb * QB) * H + h) * D, D, D2, Nk, Nkp, std::min<int64_t>(QB, Nq - qb * QB),
+                       H * D, s, S, Pp, O);
+    }
+    std::free(S);
+    std::free(Pp);
+    std::free(O);
+  });
+  return out.to(at::kBFloat16);
+}
+#endif
+
 }  // namespace
 
 // q: (batch, queries, heads, head size), k and v: (batch, keys, heads, head size), any float dtype and strides;
-// returns softmax(q k^T * scale) v as (batch, queries, heads, head size) in q's dtype, computed in float32.
+// returns softmax(q k^T * scale) v as (batch, queries, heads, head size) in q's dtype, computed in float32 (built
+// with ED_BF16, all-bfloat16 inputs multiply in bfloat16 pairs, summed in float32).
 at::Tensor flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be (batch, tokens, heads, head size)");
   TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3),
@@ -168,6 +323,10 @@ at::Tensor flash_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "q, k, v must be on the CPU");
   TORCH_CHECK(q.is_floating_point() && k.is_floating_point() && v.is_floating_point(), "q, k, v must be floats");
   TORCH_CHECK(k.size(1) > 0, "attention needs at least one key");
+#if defined(ED_BF16)
+  if (q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16)
+    return flash_attention_bf16(q, k, v, scale);
+#endif
   const int64_t B = q.size(0), Nq = q.size(1), H = q.size(2), D = q.size(3), Nk = k.size(1);
   const int64_t nqb = (Nq + QB - 1) / QB, Nkp = (Nk + KB - 1) / KB * KB;
   auto f32 = q.options().dtype(at::kFloat);

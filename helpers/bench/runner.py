@@ -127,6 +127,7 @@ class Bench:
                 pad_attention_heads(pipe.unet, PAD_MULTIPLE)
             if rung.flash_attention and (fused or not current.flash_attention):
                 use_flash_attention(pipe.unet)
+                use_flash_attention(pipe.vae)  # its one head of 512: the kernel where bfloat16 pairs run
             if rung.compiles_more_than(current):
                 import torch._inductor.config as inductor
 
