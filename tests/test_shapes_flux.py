@@ -153,6 +153,17 @@ def test_shipped_flux_weights_are_small_and_safetensors_only():
     assert sum(f.stat().st_size for f in files if f.suffix == ".safetensors") <= MAX_BYTES
 
 
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shapes-flux is not shipped yet")
+def test_the_shipped_weights_were_trained_with_the_default_recipe():
+    """`make shapes-flux` runs FluxConfig's defaults: the shipped run must have used exactly those."""
+    import dataclasses
+
+    from helpers.shapes.flux import FluxConfig
+
+    recorded = json.loads((SHIPPED / "training.json").read_text())["config"]
+    assert recorded == dataclasses.asdict(FluxConfig())
+
+
 def test_train_flux_refuses_the_shipped_folder_without_ship(monkeypatch, capsys):
     from helpers.shapes import __main__ as command
 
