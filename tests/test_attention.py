@@ -105,13 +105,13 @@ def test_the_kernel_keeps_large_scores_finite_and_returns_the_input_dtype():
     assert torch.isnan(broken[:, :, 1]).all() and not torch.isnan(broken[:, :, 0]).any()
     assert torch.equal(torch.isnan(broken), torch.isnan(sdpa(q, nan_key, v, 40**-0.5)))
     half = flash_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 40**-0.5)
-    assert half.dtype == torch.bfloat16  # computed in float32, handed back in the caller's precision
+    assert half.dtype == torch.bfloat16  # handed back in the caller's precision (float32 or bfloat16 pairs inside)
     torch.testing.assert_close(half.float(), sdpa(q, k, v, 40**-0.5), rtol=2e-2, atol=2e-2)
 
 
 @needs_bf16_pairs
 @pytest.mark.parametrize("shape", [
-    (2, 300, 301, 2, 40),  # an odd number of keys, over three blocks: the last pair's partner must weigh nothing
+    (2, 300, 301, 2, 40),  # an odd number of keys, over three blocks: the last pair's partner is a padded key
     (1, 64, 77, 3, 80),  # cross-attention on 77 text tokens
     (1, 33, 3, 1, 9),  # an odd head size: the last feature has a zero partner
 ])
@@ -172,23 +172,42 @@ def test_the_build_follows_pytorchs_instruction_set_and_bfloat16_support(monkeyp
 
 
 @needs_kernel
-def test_the_tiny_vae_decodes_the_same_with_the_kernel(tiny_pipe):
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_tiny_vae_decodes_the_same_with_the_kernel(tiny_pipe, fused):
+    """The VAE's attention normalises its input first (GroupNorm): keys and values must come from the normalised
+    input too, fused projections or not."""
     vae = copy.deepcopy(tiny_pipe.vae)
     latents = torch.randn(1, vae.config.latent_channels, 8, 8)
     with torch.no_grad():
         reference = vae.decode(latents).sample
-        vae.fuse_qkv_projections()
+        if fused:
+            vae.fuse_qkv_projections()
         use_flash_attention(vae)
         assert {type(p) for p in vae.attn_processors.values()} == {FlashAttnProcessor}
         out = vae.decode(latents).sample
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
 
 
-@needs_bf16_pairs
-def test_bfloat16_pairs_take_heads_up_to_the_vaes_512(monkeypatch):
+@pytest.mark.parametrize("isa, kernel_calls", [("AVX512_BF16", 1), ("AVX512", 0)])
+def test_bfloat16_pairs_take_heads_up_to_the_vaes_512(monkeypatch, isa, kernel_calls):
+    """The dispatch alone (no kernel runs): bfloat16 at head 512 goes to the kernel only where pairs are built;
+    float32 at 512 always goes to SDPA."""
     calls = []
+    monkeypatch.setattr(attention, "kernel_isa", lambda: isa)
     monkeypatch.setattr(attention, "flash_attention", lambda *args: calls.append(args[0].shape) or args[0])
     q = torch.randn(1, 6, 1, 512).bfloat16()
     FlashAttnProcessor().attend(q, q, q, None, 512)
-    FlashAttnProcessor().attend(q.float(), q.float(), q.float(), None, 512)  # float32 at 512: SDPA
-    assert calls == [q.shape]
+    FlashAttnProcessor().attend(q.float(), q.float(), q.float(), None, 512)
+    assert calls == [q.shape] * kernel_calls
+
+
+@needs_bf16_pairs
+def test_the_tiny_vae_in_bfloat16_decodes_as_close_with_the_kernels_pairs(tiny_pipe):
+    vae = copy.deepcopy(tiny_pipe.vae).to(torch.bfloat16)
+    latents = torch.randn(1, vae.config.latent_channels, 8, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        exact = copy.deepcopy(tiny_pipe.vae).decode(latents.float()).sample
+        pytorch = vae.decode(latents).sample.float()
+        use_flash_attention(vae)
+        out = vae.decode(latents).sample.float()
+    assert (out - exact).abs().max() <= 1.5 * (pytorch - exact).abs().max() + 1e-2

@@ -1,4 +1,5 @@
-// Fused ("flash") attention for CPUs in float32, built by helpers/bench/attention.py with torch's cpp_extension.
+// Fused ("flash") attention for CPUs in float32 (and in bfloat16 pairs on AVX-512 BF16), built by
+// helpers/bench/attention.py with torch's cpp_extension.
 //
 // softmax(q k^T * scale) v for one (batch, head) and a block of queries at a time, without ever holding the whole
 // (queries x keys) score matrix: keys and values are read a block at a time and the softmax is kept running
@@ -219,8 +220,8 @@ inline void accumulate_bf16(const uint32_t* Vt, int64_t vstride, const uint32_t*
     for (int c = 0; c < QV; ++c) vstore(O + t * QB + W * c, acc[t][c]);
 }
 
-// As query_block, for bfloat16 pairs: Qp (D2 x QB pairs), K (Nk x D2 pairs), Vt (D x Nk/2 pairs), Nk a multiple
-// of KB; `scale` includes log2(e). S, Pp and O are scratch.
+// As query_block, for bfloat16 pairs: Qp (D2 x QB pairs), K (Nkp x D2 pairs), Vt (D x Nkp/2 pairs), zero-padded
+// from the Nk real keys to Nkp, a multiple of KB; `scale` includes log2(e). S, Pp and O are scratch.
 void query_block_bf16(const uint32_t* Qp, const uint32_t* K, const uint32_t* Vt, float* out, int64_t D, int64_t D2,
                       int64_t Nk, int64_t Nkp, int64_t rows, int64_t out_stride, float scale, float* S, uint32_t* Pp,
                       float* O) {
@@ -251,7 +252,8 @@ void query_block_bf16(const uint32_t* Qp, const uint32_t* K, const uint32_t* Vt,
         vstore(S + j * QB + W * c, p);
         sum[c] = vadd(sum[c], p);
       }
-    if (keys % 2) std::fill(S + keys * QB, S + (keys + 1) * QB, 0.f);  // the odd key's partner weighs nothing
+    // the odd key's partner (a zero-padded key, whose value row is zero too) is given no weight all the same
+    if (keys % 2) std::fill(S + keys * QB, S + (keys + 1) * QB, 0.f);
     for (int j = 0; j < pairs; ++j)
       for (int c = 0; c < QV; ++c) {
         __m512bh two = _mm512_cvtne2ps_pbh(vload(S + (2 * j + 1) * QB + W * c), vload(S + 2 * j * QB + W * c));
@@ -293,7 +295,7 @@ at::Tensor flash_attention_bf16(const at::Tensor& q, const at::Tensor& k, const 
   const float s = (float)(scale * 1.4426950408889634);
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     auto scratch = [](size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); };
-    float* S = static_cast<float*>(scratch(sizeof(float) * (KB + 1) * QB));
+    float* S = static_cast<float*>(scratch(sizeof(float) * KB * QB));
     uint32_t* Pp = static_cast<uint32_t*>(scratch(sizeof(uint32_t) * KB / 2 * QB));
     float* O = static_cast<float*>(scratch(sizeof(float) * D * QB));
     TORCH_CHECK(S != nullptr && Pp != nullptr && O != nullptr, "out of memory for the kernel's scratch");

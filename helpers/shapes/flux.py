@@ -51,10 +51,11 @@ class FluxConfig:
     single_layers: int = 4  # FluxSingleTransformerBlock: one stream of text and image tokens
     text_width: int = 64  # CLIP and T5 alike: T5's width is the transformer's joint_attention_dim, CLIP's its
     text_layers: int = 2  # pooled_projection_dim
-    # Twice the first recipe's 3,000 steps: shape adherence rose from 57.6 to 76.4 % (docs/shapes.md has the
-    # learning curve). On 2 cores of an Intel Xeon with AVX-512 BF16 and no AMX: 2.6 min to encode the pool, then
-    # 0.51 s per step of 64 as run beside short evals (0.47 s undisturbed): 53.4 min (about 50 min alone). On 2
-    # cores of an AMD EPYC (Zen 4) with AVX-512 BF16: 2.0 min, then 0.62 s per step: 63.9 min.
+    # Twice the first recipe's 3,000 steps: with logit_mean 0, shape adherence rose from 57.6 to 76.4 % (87.5 % with
+    # the 0.6 below; docs/shapes.md has the learning curves). Time: with logit_mean 0 on 2 cores of an Intel Xeon
+    # with AVX-512 BF16 and no AMX, 2.6 min to encode the pool, then 0.51 s per step of 64 as run beside short evals
+    # (0.47 s undisturbed): 53.4 min; the shipped run on 2 cores of an AMD EPYC (Zen 4): 2.0 min, then 0.62 s per
+    # step: 63.9 min.
     steps: int = 6000
     batch: int = 64
     # Pictures rendered and encoded once, before training, and drawn at random for each batch (each with a fresh
