@@ -73,53 +73,64 @@ inline vec exp2(vec x) {
   return vscale(p, n);
 }
 
+// The register tile both products are made of: acc[r][:] += sum_i A[r * a_row + i * a_step] * B[i][:], for R rows
+// of A (one number, or one bfloat16 pair, broadcast to every lane) against n rows of B (QB lanes each).
+inline vec lanes(const float* p) { return vload(p); }
+inline vec splat(float x) { return vset(x); }
+inline vec madd(vec acc, vec a, vec b) { return vfma(a, b, acc); }
+#if defined(ED_BF16)  // the same for bfloat16 pairs (see the bfloat16 path below)
+using bvec = __m512bh;
+inline bvec lanes(const uint32_t* p) { return (bvec)_mm512_load_si512(p); }
+inline bvec splat(uint32_t pair) { return (bvec)_mm512_set1_epi32((int)pair); }
+inline vec madd(vec acc, bvec a, bvec b) { return _mm512_dpbf16_ps(acc, a, b); }
+#endif
+
+template <int R, typename E>
+inline void tile(const E* A, int64_t a_row, int64_t a_step, const E* B, int n, vec (&acc)[R][QV]) {
+  for (int i = 0; i < n; ++i) {
+    decltype(lanes(B)) b[QV];
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) b[c] = lanes(B + i * QB + W * c);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      auto a = splat(A[r * a_row + i * a_step]);
+#pragma GCC unroll 16
+      for (int c = 0; c < QV; ++c) acc[r][c] = madd(acc[r][c], a, b[c]);
+    }
+  }
+}
+
+// acc set to zero, or to R rows of O times alpha; and stored back, times `scale` if given.
+template <int R>
+inline void load_rows(vec (&acc)[R][QV], const float* O, const vec* alpha) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) acc[r][c] = O ? vmul(vload(O + r * QB + W * c), alpha[c]) : vzero();
+}
+template <int R>
+inline void store_rows(const vec (&acc)[R][QV], float* O, const vec* scale = nullptr) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < QV; ++c) vstore(O + r * QB + W * c, scale ? vmul(acc[r][c], *scale) : acc[r][c]);
+}
+
 // Scores of TR keys against the block's queries: S[r][:] = sum_d K[r][d] * Qt[d][:].
 inline void scores(const float* K, const float* Qt, float* S, int D) {
   vec acc[TR][QV];
-#pragma GCC unroll 16
-  for (int r = 0; r < TR; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) acc[r][c] = vzero();
-  for (int d = 0; d < D; ++d) {
-    vec q[QV];
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) q[c] = vload(Qt + d * QB + W * c);
-#pragma GCC unroll 16
-    for (int r = 0; r < TR; ++r) {
-      vec k = vset(K[r * D + d]);
-#pragma GCC unroll 16
-      for (int c = 0; c < QV; ++c) acc[r][c] = vfma(k, q[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < TR; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) vstore(S + r * QB + W * c, acc[r][c]);
+  load_rows(acc, nullptr, nullptr);
+  tile(K, D, 1, Qt, D, acc);
+  store_rows(acc, S);
 }
 
 // T rows of the output, rescaled and accumulated: O[t][:] = O[t][:] * alpha + sum_j V[j][t] * P[j][:].
 template <int T>
 inline void accumulate(const float* V, const float* P, float* O, const vec* alpha, int D, int keys) {
   vec acc[T][QV];
-#pragma GCC unroll 16
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) acc[t][c] = vmul(vload(O + t * QB + W * c), alpha[c]);
-  for (int j = 0; j < keys; ++j) {
-    vec p[QV];
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) p[c] = vload(P + j * QB + W * c);
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) {
-      vec v = vset(V[j * D + t]);
-#pragma GCC unroll 16
-      for (int c = 0; c < QV; ++c) acc[t][c] = vfma(v, p[c], acc[t][c]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) vstore(O + t * QB + W * c, acc[t][c]);
+  load_rows(acc, O, alpha);
+  tile(V, 1, D, P, keys, acc);
+  store_rows(acc, O);
 }
 
 // One block of queries (Qt: D x QB, pre-scaled by scale * log2(e)) against all Nk keys and values (Nk x D, zero
@@ -166,32 +177,13 @@ void query_block(const float* Qt, const float* K, const float* V, float* out, in
 // pair and adds, both products, to a float32 lane. Queries hold pairs of head features (Qp: D/2 x QB pairs),
 // keys are bfloat16 rows whose consecutive features are already pairs, the weights P hold pairs of keys
 // (KB/2 x QB), and the values are stored transposed in pairs of keys (Vt: D x Nk/2 pairs).
-using bvec = __m512bh;
-inline bvec bload(const uint32_t* p) { return (bvec)_mm512_load_si512(p); }
-inline bvec bset(uint32_t pair) { return (bvec)_mm512_set1_epi32((int)pair); }
 
 // Scores of TR keys against the block's queries, times `scale`: S[r][:] = scale * sum_d K[r][d] * Q[:][d].
 inline void scores_bf16(const uint32_t* K, const uint32_t* Qp, float* S, int D2, vec scale) {
   vec acc[TR][QV];
-#pragma GCC unroll 16
-  for (int r = 0; r < TR; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) acc[r][c] = vzero();
-  for (int d = 0; d < D2; ++d) {
-    bvec q[QV];
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) q[c] = bload(Qp + d * QB + W * c);
-#pragma GCC unroll 16
-    for (int r = 0; r < TR; ++r) {
-      bvec k = bset(K[r * D2 + d]);
-#pragma GCC unroll 16
-      for (int c = 0; c < QV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], k, q[c]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < TR; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) vstore(S + r * QB + W * c, vmul(acc[r][c], scale));
+  load_rows(acc, nullptr, nullptr);
+  tile(K, D2, 1, Qp, D2, acc);
+  store_rows(acc, S, &scale);
 }
 
 // T rows of the output, rescaled and accumulated over pairs of keys: O[t][:] = O[t][:] * alpha + sum_j V[j][t] P[j][:].
@@ -199,25 +191,9 @@ template <int T>
 inline void accumulate_bf16(const uint32_t* Vt, int64_t vstride, const uint32_t* Pp, float* O, const vec* alpha,
                             int pairs) {
   vec acc[T][QV];
-#pragma GCC unroll 16
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) acc[t][c] = vmul(vload(O + t * QB + W * c), alpha[c]);
-  for (int j = 0; j < pairs; ++j) {
-    bvec p[QV];
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) p[c] = bload(Pp + j * QB + W * c);
-#pragma GCC unroll 16
-    for (int t = 0; t < T; ++t) {
-      bvec v = bset(Vt[t * vstride + j]);
-#pragma GCC unroll 16
-      for (int c = 0; c < QV; ++c) acc[t][c] = _mm512_dpbf16_ps(acc[t][c], v, p[c]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 16
-    for (int c = 0; c < QV; ++c) vstore(O + t * QB + W * c, acc[t][c]);
+  load_rows(acc, O, alpha);
+  tile(Vt, vstride, 1, Pp, pairs, acc);
+  store_rows(acc, O);
 }
 
 // As query_block, for bfloat16 pairs: Qp (D2 x QB pairs), K (Nkp x D2 pairs), Vt (D x Nkp/2 pairs), zero-padded
