@@ -1,6 +1,7 @@
 import copy
 import os
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -169,6 +170,21 @@ def test_the_build_follows_pytorchs_instruction_set_and_bfloat16_support(monkeyp
     if isa == "AVX512_BF16":
         name, flags = attention.kernel_build()
         assert name.endswith("_avx512_bf16") and "-DED_BF16" in flags and "-mavx512bf16" in flags
+
+
+@pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "c++")), reason="needs a C++ compiler")
+@pytest.mark.parametrize("isa", list(attention.KERNEL_FLAGS))
+def test_every_build_of_the_kernel_compiles_on_any_x86_cpu(tmp_path, isa):
+    """Compiling needs no such CPU: a break in the AVX2 or bfloat16 code shows on the CPU at hand too."""
+    if not any(machine in os.uname().machine for machine in ("x86_64", "amd64")):
+        pytest.skip("the kernel's builds are for x86-64")
+    from torch.utils.cpp_extension import include_paths
+
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    command = [os.environ.get("CXX", "c++"), "-std=c++17", abi, *(f"-I{path}" for path in include_paths()),
+               *attention.KERNEL_FLAGS[isa], "-O0", "-c", str(attention.KERNEL_SOURCE), "-o", str(tmp_path / "k.o")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @needs_kernel

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.device import cpu_model, isa_line
 from helpers.shapes.world import SIZE, WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,8 @@ def test_micro_training_is_byte_for_byte_reproducible_with_or_without_snapshots(
     saved = json.loads((one / "training.json").read_text())
     assert saved["config"]["steps"] == 3 and saved["loss"] == report["loss"] and math.isfinite(report["loss"])
     assert 0 < saved["pool_seconds"] < saved["seconds"]
+    # The machine is named: a remake is byte for byte only on the same CPU kind.
+    assert (saved["cpu"], saved["isa"]) == (cpu_model(), isa_line())
 
 
 def test_a_snapshot_holds_the_ema_weights_and_training_goes_on_from_the_raw_ones():

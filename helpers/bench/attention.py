@@ -16,7 +16,7 @@ KERNEL_FLAGS = {  # compiler flags per instruction set, as PyTorch names the one
 }
 # AVX-512 with bfloat16 pairs (vdpbf16ps): bfloat16 inputs multiply in bfloat16, summed in float32
 KERNEL_FLAGS["AVX512_BF16"] = [*KERNEL_FLAGS["AVX512"], "-mavx512bw", "-mavx512bf16", "-DED_BF16"]
-KERNEL_MAX_HEAD = 80  # SD 1.5's heads of 40 and 80; at 160 (and the VAE's 512) PyTorch's SDPA was as fast or faster
+KERNEL_MAX_HEAD = 80  # SD 1.5's heads of 40 and 80; at 160 (and the VAE's 512) SDPA was as fast or faster (Intel Xeon)
 # bfloat16 pairs (AVX-512 BF16) beat PyTorch's bfloat16 SDPA at every head size measured, the VAE's 512 included
 KERNEL_MAX_HEAD_BF16 = 512
 

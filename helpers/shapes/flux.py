@@ -34,10 +34,11 @@ from .world import SIZE, WORDS, pictures
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 VAE = WEIGHTS / "shapes-vae-ft"  # the latent space the transformer learns: shapes' fine-tuned VAE
 # T5 tokens the model is trained on (the longest caption takes 8: 7 words and </s>), and CLIP's model_max_length:
-# FluxPipeline pads CLIP's prompt to that (16 rather than 77 makes CLIP's step 57 -> 11 ms for a batch of 64).
+# FluxPipeline pads CLIP's prompt to that (16 rather than 77 made CLIP's step 57 -> 11 ms for a batch of 64 on
+# the Intel Xeon without AMX).
 MAX_SEQUENCE_LENGTH = 16
 CALL_KWARGS = {"height": SIZE, "width": SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH}
-CFG_SCALE = 4.0  # the eval's true classifier-free guidance scale (a first guess: tune it on the trained model)
+CFG_SCALE = 4.0  # the eval's true classifier-free guidance scale (2.5 to 8 tried on the trained model: none better)
 
 
 @dataclasses.dataclass
@@ -51,16 +52,17 @@ class FluxConfig:
     single_layers: int = 4  # FluxSingleTransformerBlock: one stream of text and image tokens
     text_width: int = 64  # CLIP and T5 alike: T5's width is the transformer's joint_attention_dim, CLIP's its
     text_layers: int = 2  # pooled_projection_dim
-    # Twice the first recipe's 3,000 steps: with logit_mean 0, shape adherence rose from 57.6 to 76.4 % (87.5 % with
-    # the 0.6 below; docs/shapes.md has the learning curves). Time: with logit_mean 0 on 2 cores of an Intel Xeon
-    # with AVX-512 BF16 and no AMX, 2.6 min to encode the pool, then 0.51 s per step of 64 as run beside short evals
-    # (0.47 s undisturbed): 53.4 min; the shipped run on 2 cores of an AMD EPYC (Zen 4): 2.0 min, then 0.62 s per
-    # step: 63.9 min.
-    steps: int = 6000
+    # Shape adherence (true CFG 4) by recipe: 3,000 steps 57.6 %; 6,000 steps 76.4 % (logit_mean 0) and 87.5 %
+    # (0.6); 9,000 steps with 0.6, the shipped run, 97.2 % (docs/shapes.md has the learning curves). Time on 2 cores:
+    # 6,000 steps took 53.4 min on an Intel Xeon with AVX-512 BF16 and no AMX (0.51 s per step of 64) and 63.9 min
+    # on an AMD EPYC (Zen 4; 0.62 s); the shipped 9,000 took 108.0 min on the same EPYC (2.1 min to encode the
+    # pool, then 0.71 s per step).
+    steps: int = 9000
     batch: int = 64
     # Pictures rendered and encoded once, before training, and drawn at random for each batch (each with a fresh
-    # caption, noise and t every time it is drawn, about 12 times in all); 0 renders and encodes every batch anew.
-    # Rendering and encoding were about half of a step here (0.4 of 0.85 s): the pool pays them once.
+    # caption, noise and t every time it is drawn, about 18 times in all); 0 renders and encodes every batch anew.
+    # Rendering and encoding were about half of a step before the pool (0.4 of 0.85 s on the Intel Xeon without
+    # AMX, 2026-12-02): the pool pays them once.
     pool: int = 32_768
     lr: float = 1e-3
     weight_decay: float = 1e-2
@@ -70,7 +72,7 @@ class FluxConfig:
     # "uniform" on [0, 1].
     timesteps: str = "logit_normal"
     # 0.6 puts the median t at 0.65 instead of 0.5: more practice deciding a shape's outline from nearly pure
-    # noise, where squares went wrong. Shape adherence 76.4 -> 87.5 % at the same 6,000 steps (docs/shapes.md).
+    # noise, where squares went wrong. Shape adherence 76.4 -> 87.5 % at 6,000 steps (docs/shapes.md).
     logit_mean: float = 0.6
     logit_std: float = 1.0
     shift: float = 1.0  # the scheduler's timestep shift at inference (Flux-dev shifts by resolution; 64 px: none)
@@ -306,10 +308,13 @@ def train(cfg: FluxConfig, out: Path, vae: str | Path = VAE, progress: bool = Tr
     """
     import diffusers
 
+    from ..device import cpu_model, isa_line
+
     rng = random.Random(cfg.seed)
     models = build_models(cfg, load_vae(vae))
     report: dict = {"config": dataclasses.asdict(cfg), "vae": _vae_record(vae), "parameters": parameter_counts(models),
-                    "cpu_dtype": str(cpu_dtype()).removeprefix("torch."), "torch": torch.__version__,
+                    "cpu": cpu_model(), "isa": isa_line(), "cpu_dtype": str(cpu_dtype()).removeprefix("torch."),
+                    "torch": torch.__version__,
                     "diffusers": diffusers.__version__}
     tic = time.perf_counter()
     pool = latent_pool(cfg, models["vae"], rng, progress) if cfg.pool else None
