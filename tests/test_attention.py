@@ -174,7 +174,7 @@ def test_the_build_follows_pytorchs_instruction_set_and_bfloat16_support(monkeyp
 
 @pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "c++")), reason="needs a C++ compiler")
 @pytest.mark.parametrize("isa", ["AVX2", "AVX512_BF16"])  # the AVX512 build's code is the BF16 build's less ED_BF16
-def test_every_build_of_the_kernel_compiles_on_any_x86_cpu(tmp_path, isa):
+def test_the_avx2_and_bf16_builds_compile_on_any_x86_cpu(tmp_path, isa):
     """Compiling needs no such CPU: a break in the AVX2 or bfloat16 code shows on the CPU at hand too."""
     if not any(machine in os.uname().machine for machine in ("x86_64", "amd64")):
         pytest.skip("the kernel's builds are for x86-64")
