@@ -34,8 +34,8 @@ from .world import SIZE, WORDS, pictures
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 VAE = WEIGHTS / "shapes-vae-ft"  # the latent space the transformer learns: shapes' fine-tuned VAE
 # T5 tokens the model is trained on (the longest caption takes 8: 7 words and </s>), and CLIP's model_max_length:
-# FluxPipeline pads CLIP's prompt to that (16 rather than 77 made CLIP's step 57 -> 11 ms for a batch of 64 on
-# the Intel Xeon without AMX).
+# FluxPipeline pads CLIP's prompt to that (16 rather than 77 made CLIP's step 57 -> 11 ms for a batch of 64, in
+# an earlier session whose CPU was not recorded).
 MAX_SEQUENCE_LENGTH = 16
 CALL_KWARGS = {"height": SIZE, "width": SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH}
 # The eval's true classifier-free guidance scale (2.5 to 8 were tried on the 6,000-step weights: none beat 4 by
@@ -63,8 +63,8 @@ class FluxConfig:
     batch: int = 64
     # Pictures rendered and encoded once, before training, and drawn at random for each batch (each with a fresh
     # caption, noise and t every time it is drawn, about 18 times in all); 0 renders and encodes every batch anew.
-    # Rendering and encoding were about half of a step before the pool (0.4 of 0.85 s on the Intel Xeon without
-    # AMX, 2026-12-02): the pool pays them once.
+    # Rendering and encoding were about half of a step before the pool (0.4 of 0.85 s, in an earlier session whose
+    # CPU was not recorded): the pool pays them once.
     pool: int = 32_768
     lr: float = 1e-3
     weight_decay: float = 1e-2
