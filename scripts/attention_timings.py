@@ -1,11 +1,10 @@
 """Time PyTorch's SDPA against the project's attention kernel at SD 1.5's sizes, alone: `python
 scripts/attention_timings.py` (best of 5 per cell, in ms; run it on an idle machine). docs/benchmark.md quotes it."""
 
-import time
-
 import torch
 
 from helpers.bench.attention import flash_attention, flash_kernel, kernel_isa
+from helpers.timing import time_it
 
 SIZES = {  # name: (batch, queries, keys, heads, head size)
     "4096 tokens, heads of 40": (2, 4096, 4096, 8, 40),
@@ -22,17 +21,6 @@ def sdpa(q, k, v, scale):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2)
 
 
-def best_ms(call, repeats: int = 5) -> float:
-    """The fastest of ``repeats`` calls after one warm-up, in milliseconds."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
-
-
 def main() -> None:
     flash_kernel()
     print(f"kernel build: {kernel_isa()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -42,8 +30,8 @@ def main() -> None:
         scale, cells = head**-0.5, []
         for dtype in (torch.float32, torch.bfloat16):
             args = (*(t.to(dtype) for t in (q, k, v)), scale)
-            cells.append(f"{str(dtype)[6:]}: SDPA {best_ms(lambda: sdpa(*args)):7.1f}, "  # noqa: B023 (called now)
-                         f"kernel {best_ms(lambda: flash_attention(*args)):7.1f}")  # noqa: B023
+            cells.append(f"{str(dtype)[6:]}: SDPA {time_it(lambda: sdpa(*args), repeats=5).min * 1e3:7.1f}, "  # noqa: B023 (called now)
+                         f"kernel {time_it(lambda: flash_attention(*args), repeats=5).min * 1e3:7.1f}")  # noqa: B023
         print(f"{name:36s} | " + " | ".join(cells), flush=True)
 
 
