@@ -44,7 +44,7 @@ from .effects import (  # 04
 from .explorer import Explorer, ExplorerPanel  # 04
 from .frontier import cheapest_within, frontier_chart, pareto_front  # 04
 from .images import captioned_grid, check_images, make_image_grid  # 01-04
-from .lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, TWEAK_SEED  # 03
+from .lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, tweak_seed  # 03
 from .memory import GiB, MiB, catch_out_of_memory, device_memory, find_max_batch, flush, time_and_memory  # 01 02 04
 from .models import (  # 01-05
     choose_flux_model,  # 05
@@ -81,6 +81,6 @@ __all__ = [
     "quantized_linears", "read_bench", "recipe_dtype", "recipe_dtype_reason", "remember_half_speedup",
     "repeated_blocks", "Results",
     "same_layout", "same_pictures", "sd15_vae", "self_attention", "shows_prompt", "time_and_memory",
-    "time_from_steps", "time_it", "TWEAK_AREA_RATIO", "TWEAK_MOVE_PX", "TWEAK_SEED",
+    "time_from_steps", "time_it", "TWEAK_AREA_RATIO", "TWEAK_MOVE_PX", "tweak_seed",
     "vae_latents", "weight_bytes",
 ]

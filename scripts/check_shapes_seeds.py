@@ -2,8 +2,9 @@
 float16 on the CPU (a GPU runs the notebooks in float16; a CPU in bfloat16). Run it after retraining, before shipping,
 and with --device cuda on a GPU too: CUDA's float16 kernels round differently from the CPU's.
 
-Usage: python scripts/check_shapes_seeds.py [FOLDER] [--device cpu|cuda]   (FOLDER holds shapes/ and shapes-vae-ft/;
-default: the shipped helpers/shapes/weights)
+Usage: python scripts/check_shapes_seeds.py [FOLDER] [--device cpu|cuda] [--tweak-seeds A-B [--dtypes LIST]]
+(FOLDER holds shapes/ and shapes-vae-ft/; default: the shipped helpers/shapes/weights. --tweak-seeds scans 03's
+tweak for seeds A to B instead, in --dtypes (default all three), to choose lessons.TWEAK_SEEDS.)
 Prints one line per fact and precision, and exits 1 when any fact fails. About 35 s on 2 idle CPU cores.
 The prompts come from helpers/prompts.py and 03's seed and tolerances from helpers/lessons.py, as the notebooks
 get them.
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from helpers.checks import same_layout, shows_prompt
-from helpers.lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, TWEAK_SEED  # 03's, as it imports them
+from helpers.lessons import TWEAK_AREA_RATIO, TWEAK_MOVE_PX, tweak_seed  # 03's, as it imports them
 from helpers.models import WEIGHTS, hide_torchvision_notice, quiet_logs
 from helpers.prompts import AGE_COLOURS, GUIDE_AGES, GUIDE_DETAILS, GUIDE_PROMPT, GUIDE_STYLE, NEGATIVE, for_model
 from helpers.shapes import BACKGROUNDS
@@ -97,13 +98,39 @@ def facts(folder: Path, dtype: torch.dtype, device: str = "cpu", first=None):
     without, with_it = (sum(v.background == avoided for v in views) for views in (short[:4], negative))
     yield (f"03: the negative prompt {UNWANTED!r} leaves fewer {avoided} backgrounds", with_it < without,
            f"{with_it} vs {without} of 4")
-    generators = [torch.Generator("cpu").manual_seed(TWEAK_SEED) for _ in TWEAKS]
+    seed = tweak_seed(device)
+    holds, detail = tweak(pipeline, seed)
+    yield f"03: the tweak (seed {seed} on {device}) keeps each colour and the layout", holds, detail
+
+
+def tweak(pipeline, seed: int) -> tuple[bool, str]:
+    """03's tweak from ``seed``: whether each picture shows its colour and the layout stays, and what was seen."""
+    generators = [torch.Generator("cpu").manual_seed(seed) for _ in TWEAKS]
     images = pipeline(TWEAKS, generator=generators, num_inference_steps=25).images
     shown, stays = shows_prompt(images, TWEAKS, SHAPES), same_layout(images, SHAPES, TWEAK_MOVE_PX,
                                                                     area_ratio=TWEAK_AREA_RATIO)
-    yield (f"03: the tweak (seed {TWEAK_SEED}) keeps each colour and the layout",
-           [analyse(image).colour for image in images] == list(TWEAK_COLOURS) and shown.passed and stays.passed,
-           f"{shown}; {stays}")
+    views = [analyse(image) for image in images]
+    spread = max(math.dist((a.cx, a.cy), (b.cx, b.cy)) for a in views for b in views)
+    ratio = max(v.area for v in views) / max(1, min(v.area for v in views))
+    holds = [v.colour for v in views] == list(TWEAK_COLOURS) and shown.passed and stays.passed
+    return holds, f"centroids within {spread:.1f} px, areas within {ratio:.2f}x; {shown}; {stays}"
+
+
+def scan_tweak(folder: Path, seeds: list[int], device: str, dtypes: list[torch.dtype]) -> int:
+    """03's tweak for each of ``seeds`` in each of ``dtypes``: one line per seed and precision; the seeds that hold."""
+    held = {}
+    for dtype in dtypes:
+        pipeline = load(folder, dtype, fine_tuned_vae=True, device=device)
+        precision = str(dtype).removeprefix("torch.")
+        for seed in seeds:
+            holds, detail = tweak(pipeline, seed)
+            held.setdefault(seed, []).append(holds)
+            verdict, where = "ok  " if holds else "FAIL", detail.split(";")[0]
+            print(f"{verdict} {device:4} {precision:8} tweak seed {seed}: {where}", flush=True)
+    everywhere = [seed for seed, verdicts in held.items() if all(verdicts)]
+    names = ", ".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
+    print(f"the tweak holds in {names} on {device} for seeds: {everywhere or 'none'}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -113,6 +140,10 @@ def main(argv: list[str]) -> int:
                         help="holds shapes/ and shapes-vae-ft/ (default: the shipped helpers/shapes/weights)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the pipelines run (default cpu; the seeds' noise is drawn on the CPU either way)")
+    parser.add_argument("--tweak-seeds", metavar="A-B",
+                        help="instead of the facts: scan 03's tweak for seeds A to B")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16",
+                        help="the precisions --tweak-seeds scans (default float32,bfloat16,float16)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -124,6 +155,14 @@ def main(argv: list[str]) -> int:
               "(build/shapes) or helpers/shapes/weights", file=sys.stderr)
         return 2
     hide_torchvision_notice()
+    if args.tweak_seeds:
+        first, _, last = args.tweak_seeds.partition("-")
+        if not (first.isdigit() and (last or first).isdigit()):
+            parser.error(f"--tweak-seeds takes A-B, such as 0-63, not {args.tweak_seeds!r}")
+        dtypes = [getattr(torch, name.strip(), None) for name in args.dtypes.split(",")]
+        if not all(isinstance(dtype, torch.dtype) for dtype in dtypes):
+            parser.error(f"--dtypes takes names such as float32,bfloat16,float16, not {args.dtypes!r}")
+        return scan_tweak(folder, list(range(int(first), int(last or first) + 1)), args.device, dtypes)
     failed = 0
     first = reference(folder, args.device)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):

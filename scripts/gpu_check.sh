@@ -11,7 +11,8 @@
 #        bash scripts/gpu_check.sh --dry-run  (on any machine: say what it would do, check the wheelhouse, run nothing)
 # Environment: PYTHON (default python3, else .venv/bin/python), WHEELHOUSE (default .wheelhouse), GPU_CHECK_OUT (default build/gpu-check),
 #              TESTS_TIMEOUT / NOTEBOOKS_TIMEOUT / T4_TIMEOUT / REAL_TIMEOUT / BENCH_TIMEOUT in seconds
-#              (defaults 300 / 210 / 420 / 600 / 120).
+#              (defaults 300 / 210 / 420 / 600 / 120), T4_JOBS (rehearsal notebooks at once; default 5 with 8 cores
+#              or more, else 1).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
@@ -75,13 +76,14 @@ fi
 PARALLEL=()
 "$PY" -c "import xdist" 2>/dev/null && PARALLEL=(-n 4)
 KERNEL_THREADS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))
+T4_JOBS=${T4_JOBS:-$(( $(nproc) >= 8 ? 5 : 1 ))}
 BENCH=(-m helpers.bench --model sd15-random --rungs 2-4 --baseline-steps 10 --steps 10 --repeats 2 --budget 100
        --out "$OUTDIR")
 if [ "$DRY" = 1 ]; then
   say "device: ${CUDA:-none here}; torch $TORCH_BEFORE; notebooks' model: $MODEL"
   say "would run: $PY -m pytest tests -q -rfE -m 'not slow'${PARALLEL:+ -n 4}"
   say "would run: TUTORIAL_MODEL=$MODEL ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS }$PY -m pytest notebooks -q -rfE${PARALLEL:+ -n 4 --dist loadfile}"
-  "$PY" scripts/t4_rehearsal.py --dry-run --out "$OUTDIR/t4" | sed 's/^/gpu-check: /'
+  "$PY" scripts/t4_rehearsal.py --dry-run --jobs "$T4_JOBS" --out "$OUTDIR/t4" | sed 's/^/gpu-check: /'
   case "$HUB" in yes*) say "would run: TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 $PY -m pytest notebooks -q (the Hub answers)";;
                  *) say "would skip the real model: the Hub does not answer ($HUB)";; esac
   say "would run: $PY ${BENCH[*]}"
@@ -108,7 +110,7 @@ FAILED=0
 step tests "${TESTS_TIMEOUT:-300}" "$PY" -m pytest tests -q -rfE -m "not slow" ${PARALLEL[@]+"${PARALLEL[@]}"}
 step notebooks "${NOTEBOOKS_TIMEOUT:-210}" env TUTORIAL_MODEL="$MODEL" ${PARALLEL:+OMP_NUM_THREADS=$KERNEL_THREADS} \
   "$PY" -m pytest notebooks -q -rfE ${PARALLEL[@]+"${PARALLEL[@]}"} ${PARALLEL:+--dist loadfile}
-step t4 "${T4_TIMEOUT:-420}" "$PY" scripts/t4_rehearsal.py --out "$OUTDIR/t4"
+step t4 "${T4_TIMEOUT:-420}" "$PY" scripts/t4_rehearsal.py --jobs "$T4_JOBS" --out "$OUTDIR/t4"
 case "$HUB" in
   yes*) step real "${REAL_TIMEOUT:-600}" env -u HF_HUB_OFFLINE TUTORIAL_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 \
           "$PY" -m pytest notebooks -q ;;

@@ -23,12 +23,18 @@ def test_it_checks_the_prompts_the_notebooks_give_shapes():
 
 def test_it_checks_the_seed_and_tolerances_03_uses():
     script = runpy.run_path(str(SCRIPT))
-    assert (script["TWEAK_SEED"], script["TWEAK_MOVE_PX"], script["TWEAK_AREA_RATIO"]) == (
-        lessons.TWEAK_SEED, lessons.TWEAK_MOVE_PX, lessons.TWEAK_AREA_RATIO)
+    assert (script["tweak_seed"], script["TWEAK_MOVE_PX"], script["TWEAK_AREA_RATIO"]) == (
+        lessons.tweak_seed, lessons.TWEAK_MOVE_PX, lessons.TWEAK_AREA_RATIO)
     cells = [cell for cell in json.loads(NOTEBOOK.read_text())["cells"] if cell["cell_type"] == "code"]
     code = "\n".join("".join(cell["source"]) for cell in cells)
-    assert "manual_seed(TWEAK_SEED)" in code and "tolerance=TWEAK_MOVE_PX, area_ratio=TWEAK_AREA_RATIO" in code
-    assert f"manual_seed({lessons.TWEAK_SEED})" not in code  # the number is not typed again
+    assert "TWEAK_SEED = tweak_seed(device)" in code and "manual_seed(TWEAK_SEED)" in code
+    assert "tolerance=TWEAK_MOVE_PX, area_ratio=TWEAK_AREA_RATIO" in code
+    assert not any(f"manual_seed({seed})" in code for seed in lessons.TWEAK_SEEDS.values())  # not typed again
+
+
+def test_the_tweak_seed_is_the_cpus_except_on_cuda():
+    assert lessons.tweak_seed("cpu") == lessons.tweak_seed(torch.device("mps")) == lessons.TWEAK_SEEDS["cpu"]
+    assert lessons.tweak_seed("cuda:0") == lessons.TWEAK_SEEDS["cuda"] != lessons.TWEAK_SEEDS["cpu"]
 
 
 def test_a_folder_without_a_checkpoint_is_one_clear_error(tmp_path):

@@ -38,7 +38,8 @@ def test_the_startup_file_is_harmless_without_cuda(tmp_path):
     """It runs first in every kernel: on a machine without CUDA it must do nothing, and fail nothing."""
     code = "get_ipython = None\n" + t4["STARTUP"]
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"T4_LIMIT_GIB": "15", "T4_PEAK_FILE": str(tmp_path / "peak.json"), "PATH": ""})
+                         env={"T4_LIMIT_GIB": "15", "T4_PEAK_FILE": str(tmp_path / "peak.json"), "PATH": "",
+                              "CUDA_VISIBLE_DEVICES": ""})  # a GPU machine too (make gpu-check)
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "peak.json").exists()
 
@@ -52,3 +53,9 @@ def test_it_rehearses_the_notebooks_it_is_given_and_refuses_others(tmp_path):
     run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", str(other)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "not one of the tutorial's notebooks" in run.stderr
+
+
+def test_it_refuses_fewer_than_one_job():
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", "--jobs", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--jobs must be 1 or more" in run.stderr
