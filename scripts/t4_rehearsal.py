@@ -28,8 +28,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from helpers.models import PRESET_NAMES
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 T4_GIB = 15.0  # a Colab T4's memory as torch sees it (15,360 MiB)
@@ -71,6 +69,8 @@ def command(notebook: Path, sanitize: Path | None = None) -> list[str]:
 
 def sanitize_rules(model: str) -> str:
     """The sanitize rules for ``model``: a random-weights preset's 'not judged' reads as shapes' True."""
+    from helpers.models import PRESET_NAMES  # imports torch: not before it is needed
+
     rules = (ROOT / "tests" / "sanitize.cfg").read_text()
     return rules + (ROOT / "tests" / "sanitize-random-weights.cfg").read_text() if model in PRESET_NAMES else rules
 

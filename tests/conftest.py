@@ -16,7 +16,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked other_model run only when -m names them (make test-models), whatever else -m says."""
+    """Tests marked other_model run only when -m names them (make test-models), whatever else -m says. The slow
+    ones (whole notebooks, 25-50 s each) go first, so that pytest-xdist's two workers do not end on one of them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each group keeps its order
     if "other_model" in (config.option.markexpr or ""):
         return
     skipped = [item for item in items if item.get_closest_marker("other_model")]
