@@ -118,15 +118,8 @@ class peak_memory:
 
 
 def time_and_memory(fn: Callable[[], object], device: str | torch.device | None = None, repeats: int = 1,
-            warmup: int | None = None, label: str = "", pipe=None) -> tuple[Timing, MemoryPeak]:
-    """Time ``fn`` like ``time_it`` and record the peak memory of the timed runs (warm-up runs come first).
-
-    ``warmup`` defaults to one call on CUDA, whose first call of an operation picks its kernels (02's attention
-    layer: 885 ms cold against 0.85 ms warm for SDPA on an H200), and none elsewhere, where the real-size cells are
-    slow enough that a second call would double their time.
-    """
-    if warmup is None:
-        warmup = 1 if torch.device(device or pick_device()).type == "cuda" else 0
+            warmup: int = 0, label: str = "", pipe=None) -> tuple[Timing, MemoryPeak]:
+    """Time ``fn`` like ``time_it`` and record the peak memory of the timed runs (warm-up runs come first)."""
     for _ in range(warmup):
         fn()
     flush()

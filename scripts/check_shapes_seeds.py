@@ -117,7 +117,11 @@ def tweak(pipeline, seed: int) -> tuple[bool, str]:
 
 
 def scan_tweak(folder: Path, seeds: list[int], device: str, dtypes: list[torch.dtype]) -> int:
-    """03's tweak for each of ``seeds`` in each of ``dtypes``: one line per seed and precision; the seeds that hold."""
+    """Print 03's tweak for each of ``seeds`` in each of ``dtypes`` (a line per seed and precision), then the seeds
+    that held in all of them; the exit status (0)."""
+    from helpers.device import cpu_model
+
+    print(f"scanning on {device} ({torch.cuda.get_device_name(0) if device == 'cuda' else cpu_model()})", flush=True)
     held = {}
     for dtype in dtypes:
         pipeline = load(folder, dtype, fine_tuned_vae=True, device=device)
@@ -155,10 +159,12 @@ def main(argv: list[str]) -> int:
               "(build/shapes) or helpers/shapes/weights", file=sys.stderr)
         return 2
     hide_torchvision_notice()
+    if args.dtypes != parser.get_default("dtypes") and not args.tweak_seeds:
+        parser.error("--dtypes goes with --tweak-seeds (the facts are checked in all three precisions)")
     if args.tweak_seeds:
         first, _, last = args.tweak_seeds.partition("-")
-        if not (first.isdigit() and (last or first).isdigit()):
-            parser.error(f"--tweak-seeds takes A-B, such as 0-63, not {args.tweak_seeds!r}")
+        if not (first.isdigit() and (last or first).isdigit() and int(first) <= int(last or first)):
+            parser.error(f"--tweak-seeds takes A-B with A <= B, such as 0-63, not {args.tweak_seeds!r}")
         dtypes = [getattr(torch, name.strip(), None) for name in args.dtypes.split(",")]
         if not all(isinstance(dtype, torch.dtype) for dtype in dtypes):
             parser.error(f"--dtypes takes names such as float32,bfloat16,float16, not {args.dtypes!r}")

@@ -91,7 +91,9 @@ if [ "$DRY" = 1 ]; then
 fi
 
 mkdir -p "$OUTDIR"
-say "$CUDA; torch $TORCH_BEFORE; notebooks' model: $MODEL; logs in $OUTDIR/"
+exec > >(tee "$OUTDIR/gpu-check.log") 2>&1  # what it prints, the summary too, kept beside the steps' logs
+DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+say "$CUDA (driver ${DRIVER:-unknown}, $(nproc) cores); torch $TORCH_BEFORE; notebooks' model: $MODEL; logs in $OUTDIR/"
 START=$SECONDS
 step() {  # step NAME TIMEOUT COMMAND...: run it, log it, remember its exit status and last line
   local name=$1 limit=$2; shift 2

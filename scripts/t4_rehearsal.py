@@ -86,6 +86,7 @@ def rehearse(notebook: Path, model: str, limit_gib: float, out: Path, threads: i
         sanitize.write_text(sanitize_rules(model))
         env = {**os.environ, "TUTORIAL_MODEL": model, "IPYTHONDIR": ipython, "T4_LIMIT_GIB": str(limit_gib),
                "T4_PEAK_FILE": str(peak_file)}
+        env.setdefault("TUTORIAL_FLUX_MODEL", "shapes-flux")  # 05's model on a T4 (a big GPU would pick FLUX.1)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         start = time.perf_counter()
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                      "notebooks/04_beyond.ipynb)")
     print(f"t4: {len(notebooks)} notebook(s) with TUTORIAL_MODEL={args.model}, each kernel capped at "
           f"{args.limit_gib:g} GiB (torch.cuda.set_per_process_memory_fraction); logs in {args.out}")
+    jobs = min(args.jobs, len(notebooks))
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if jobs > 1 else None
     if args.dry_run:
+        if jobs > 1:
+            print(f"t4: would run {jobs} notebooks at a time, {threads} threads each")
         for notebook in notebooks:
             print(f"t4: would run {' '.join(command(notebook)[1:])}")
         return 0
@@ -131,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"t4: on {torch.cuda.get_device_name(0)} "
           f"({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = min(args.jobs, len(notebooks))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
     def one(notebook: Path) -> dict:
-        row = rehearse(notebook, args.model, args.limit_gib, args.out, threads)
+        try:
+            row = rehearse(notebook, args.model, args.limit_gib, args.out, threads)
+        except Exception as err:  # noqa: BLE001 - one notebook's failure must not lose the others' rows
+            row = {"notebook": notebook.name, "seconds": float("nan"), "peak GiB": float("nan"),
+                   "result": f"FAIL: {type(err).__name__}: {err}"}
         print(f"t4: {row['notebook']:18} {row['seconds']:7.1f} s  peak {row['peak GiB']:6.2f} GiB  {row['result']}",
               flush=True)
         return row

@@ -107,20 +107,6 @@ def test_measure_times_and_records_peak():
     assert peak.added > 150 * MiB
 
 
-def test_by_default_only_cuda_gets_a_warm_up_call(monkeypatch):
-    """A GPU's first call picks its kernels, so it is not timed there; on a CPU every call is timed."""
-    import contextlib
-
-    from helpers import memory
-
-    calls = []
-    memory.time_and_memory(lambda: calls.append(1), device="cpu")
-    assert len(calls) == 1
-    monkeypatch.setattr(memory, "flush", lambda: None)  # no CUDA here: the measurement itself is faked
-    monkeypatch.setattr(memory, "peak_memory", lambda device: contextlib.nullcontext())
-    memory.time_and_memory(lambda: calls.append(1), device="cuda")
-    assert len(calls) == 3
-
 
 @pytest.mark.parametrize("message", [
     "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",

@@ -59,3 +59,17 @@ def test_it_refuses_fewer_than_one_job():
     run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", "--jobs", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--jobs must be 1 or more" in run.stderr
+
+
+def test_a_random_weights_model_gets_the_rule_that_reads_not_judged_as_true():
+    rules = t4["sanitize_rules"]("sd15-random")
+    assert rules.startswith((ROOT / "tests" / "sanitize.cfg").read_text())
+    assert "not judged" in rules and "not judged" not in t4["sanitize_rules"]("shapes")
+
+
+def test_the_dry_run_says_how_many_at_a_time():
+    run = subprocess.run([sys.executable, "scripts/t4_rehearsal.py", "--dry-run", "--jobs", "2",
+                          "notebooks/01_speed.ipynb", "notebooks/02_memory.ipynb"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "would run 2 notebooks at a time" in run.stdout.splitlines()[1]
