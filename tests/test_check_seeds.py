@@ -50,3 +50,13 @@ def test_cuda_without_a_gpu_is_one_clear_error():
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --device cuda needs a CUDA GPU, and torch sees none here: leave --device out"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tweak-seeds", "5-3"], "--tweak-seeds takes A-B with A <= B"),
+    (["--tweak-seeds", "0-1", "--dtypes", "float33"], "--dtypes takes names such as"),
+    (["--dtypes", "float16"], "--dtypes goes with --tweak-seeds"),
+])
+def test_bad_scan_arguments_are_one_clear_error(args, message):
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr
