@@ -12,9 +12,13 @@ from helpers.bench import peers
 ARGS = ["--model", "tiny", "--rungs", "3", "--steps", "2", "--repeats", "1", "--peers"]
 
 
-def run_bench(tmp_path, capsys, monkeypatch):
-    # The peers are CPU engines: on a GPU machine the bench would not run them, so the bench is put on the CPU.
+@pytest.fixture(autouse=True)
+def on_the_cpu(monkeypatch):
+    """The peers are CPU engines: on a GPU machine the bench would not run them, so every bench here runs on the CPU."""
     monkeypatch.setattr(bench_cli, "pick_device", lambda: torch.device("cpu"))
+
+
+def run_bench(tmp_path, capsys):
     code = bench_cli.main([*ARGS, "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
@@ -40,7 +44,7 @@ def test_without_the_extra_one_line_says_what_to_install(tmp_path, capsys, monke
 
     # Only the peers' imports fail (diffusers imports onnxruntime too when it is installed, and must still work).
     monkeypatch.setattr(peers, "importlib", SimpleNamespace(import_module=refuse))
-    out, df = run_bench(tmp_path, capsys, monkeypatch)
+    out, df = run_bench(tmp_path, capsys)
     lines = [line for line in out.splitlines() if line.startswith("peers:")]
     assert len(lines) == 1 and 'pip install -e ".[peers]"' in lines[0]
     assert "OpenVINO and ONNX Runtime not installed" in lines[0]
@@ -49,7 +53,7 @@ def test_without_the_extra_one_line_says_what_to_install(tmp_path, capsys, monke
 
 def test_a_peer_that_fails_to_convert_is_skipped_with_its_reason(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(peers, "PEERS", (Broken,))
-    out, df = run_bench(tmp_path, capsys, monkeypatch)
+    out, df = run_bench(tmp_path, capsys)
     skipped = [line.strip() for line in out.splitlines() if "skipped:" in line]
     assert skipped == ["skipped: Broken engine conversion failed (RuntimeError: cannot convert this model)"]
     assert list(df["kind"]) == ["exact"] and "vs peers" not in out
@@ -63,10 +67,10 @@ def test_vs_peers_compares_the_fastest_peer_with_the_best_exact_rung():
     assert peers.summary(rows[:3]) is None
 
 
-def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, capsys, monkeypatch):
+def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, capsys):
     for module in ("openvino", "onnxruntime", "onnx", "onnxscript"):
         pytest.importorskip(module)
-    out, df = run_bench(tmp_path, capsys, monkeypatch)
+    out, df = run_bench(tmp_path, capsys)
     assert re.search(r"^vs peers: best exact rung is \d+\.\d\dx the fastest peer", out.strip().splitlines()[-2])
     rows = df[df["kind"] == "peer"]
     # OpenVINO in float32, and in bfloat16 too where the CPU computes it natively; ONNX Runtime in float32.
@@ -85,7 +89,6 @@ def test_peers_on_tiny_give_rows_with_their_differences_from_pytorch(tmp_path, c
 def test_openvinos_own_layer_times_stand_beside_the_rungs_profile(tmp_path, capsys, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setattr(peers, "PEERS", (peers.OpenVINO,))
-    monkeypatch.setattr(bench_cli, "pick_device", lambda: torch.device("cpu"))
     code = bench_cli.main([*ARGS, "--profile", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
