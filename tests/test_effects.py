@@ -4,6 +4,7 @@ The thresholds are the notebook's: quantized linears > 0, float8 share > 0.5, me
 on at most 60 % of the UNet calls, regional compilation marks exactly the repeated blocks.
 """
 
+import contextlib
 import copy
 import warnings
 
@@ -96,3 +97,37 @@ def test_regional_compilation_marks_the_repeated_blocks_only():
     whole = copy.deepcopy(pipe.unet)
     whole.compile()
     assert compiled_blocks(whole) == {"UNet2DConditionModel": 1}  # not what the notebook's check wants
+
+
+class _Guided(torch.nn.Module):
+    """A stand-in for a diffusers CacheMixin: a ``cache_context`` method, and a part that a cache could skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.part = torch.nn.Linear(2, 2)
+        self.skip = False
+
+    @contextlib.contextmanager
+    def cache_context(self, name):
+        yield
+
+    def forward(self, x):
+        return x if self.skip else self.part(x)
+
+
+def test_runs_are_split_by_the_cache_context_each_call_ran_in():
+    model, x = _Guided(), torch.ones(1, 2)
+    with count_runs(model, model.part) as outer, count_runs(model, model.part) as inner:
+        for step in range(4):
+            with model.cache_context("cond"):
+                model(x)
+            model.skip = step > 0  # the negative prompt's call reuses from the second step on
+            with model.cache_context("uncond"):
+                model(x)
+            model.skip = False
+        model(x)  # a call outside any context counts only in all
+    for runs in (outer, inner):
+        assert (runs.ran, runs.calls) == (6, 9)
+        assert runs.share_in("cond") == 1.0 and runs.share_in("uncond") == 0.25
+        assert runs.share_in("other") != runs.share_in("other")  # NaN: no call in that context
+    assert "cache_context" not in vars(model)  # the class's own method is back

@@ -14,8 +14,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 # A bare environment for subprocesses, keeping only where Python finds packages installed outside the venv
-# (gpu-check installs diffusers and nbval into a folder on PYTHONPATH).
-_KEEP = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
+# (gpu-check installs diffusers and nbval into a folder on PYTHONPATH) and the test run's own cache (conftest.py),
+# so that what they measure is not written under $HOME, nor into the repository when HOME is set to it.
+_KEEP = {k: os.environ[k] for k in ("PYTHONPATH", "EFFICIENT_DIFFUSION_CACHE") if k in os.environ}
 
 
 def _name(requirement: str) -> str:
@@ -197,3 +198,11 @@ def test_04_loads_through_one_function_and_its_trials_return_what_they_measure()
     trial = next(c.source for c in cells if "def trial(" in c.source)
     body = trial[trial.index("def trial("):trial.index("\n\n\n", trial.index("def trial("))]
     assert "trials" not in body and "global" not in body, "trial() returns its row; the caller keeps it"
+
+
+def test_make_help_lists_every_target_with_a_line():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = set(re.search(r"^\.PHONY: ((?:.*\\\n)*.*)$", makefile, re.M).group(1).replace("\\\n", " ").split())
+    proc = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    listed = {line.split()[1] for line in proc.stdout.splitlines()}
+    assert proc.returncode == 0 and listed == phony, phony ^ listed

@@ -206,8 +206,9 @@ def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
 
 
 def test_each_cache_check_of_05_fails_when_the_cache_is_a_no_op(micro, monkeypatch):
-    """05's own cache configs, run on the micro model: each computes the watched attention less often than every
-    call, which is what 05's check asks; with enable_cache made a no-op, the same count says it did not."""
+    """05's own cache configs, run on the micro model with true guidance as 05 runs them: each computes the watched
+    attention less often than every call (05's first check), and two of them compute the negative prompt's far less
+    often than the prompt's (its hand-over check); with enable_cache made a no-op, every count says otherwise."""
     import nbformat
     from diffusers import DiffusionPipeline
 
@@ -222,21 +223,29 @@ def test_each_cache_check_of_05_fails_when_the_cache_is_a_no_op(micro, monkeypat
     exec(source, scope)  # the notebook's cell as it is: its configs, thresholds and timestep callback
     transformer = pipeline.transformer
 
-    def computed(config) -> float:
+    def computed(config) -> tuple[float, float]:
         transformer.enable_cache(config)
         with count_runs(transformer, transformer.single_transformer_blocks[-1].attn) as runs:
             pipeline(["a red circle", "a blue square"], num_inference_steps=20, output_type="np",
-                     generator=[torch.Generator().manual_seed(i) for i in range(2)], **CALL_KWARGS)
+                     generator=[torch.Generator().manual_seed(i) for i in range(2)],
+                     **CALL_KWARGS, true_cfg_scale=4.0, negative_prompt="")
         transformer.disable_cache()
-        return runs.share
+        assert "cache_context" not in vars(transformer)  # count_runs put the pipeline's own method back
+        return runs.share_in("cond"), runs.share_in("uncond")
 
     configs = scope["CACHES"]
     assert len(configs) >= 4
     shares = {name: computed(config) for name, config in configs.items()}
-    assert all(share < 1 for share in shares.values()), shares  # 05's check passes: each cache skipped work
+    assert all(min(pair) < 1 for pair in shares.values()), shares  # 05's check passes: each cache skipped work
+    handed_over = {name: uncond < cond / 2 for name, (cond, uncond) in shares.items()}
+    # what 05's hand-over check prints: the two caches that ignore the cache context hand the prompt's attention over
+    assert handed_over["pyramid attention broadcast"] and handed_over["FasterCache"], shares
+    assert not handed_over["TaylorSeer"], shares  # its state is kept per context: both follow one schedule
     monkeypatch.setattr(type(transformer), "enable_cache", lambda self, config: None)
     monkeypatch.setattr(type(transformer), "disable_cache", lambda self: None)
-    assert all(computed(config) == 1 for config in configs.values())  # a no-op: the check fails for every one
+    for config in configs.values():
+        cond, uncond = computed(config)
+        assert cond == uncond == 1  # a no-op: both of 05's checks fail for every cache
 
 
 NOISE_LEVELS = ROOT / "scripts" / "flux_noise_levels.py"
