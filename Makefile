@@ -102,11 +102,11 @@ gpu-check:  ## tests, notebooks, a T4 rehearsal and the bench on a CUDA machine
 clean:  ## remove build/
 	rm -rf build
 
-# The folder helpers.models.cache_dir() names, worked out here without the venv.
+# The folder helpers.models.cache_dir() names, worked out here without the venv; one you named yourself is yours.
 clean-cache:  ## remove the user cache (saved presets, this machine's bfloat16 measurement)
-	@d="$${EFFICIENT_DIFFUSION_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/efficient-diffusion}"; case "$$d" in \
-	  */efficient-diffusion) rm -rf "$$d" && echo "removed $$d" ;; \
-	  *) echo "not removing $$d, a folder EFFICIENT_DIFFUSION_CACHE names: remove it yourself" >&2; exit 2 ;; esac
+	@if [ -n "$$EFFICIENT_DIFFUSION_CACHE" ]; then \
+	  echo "not removing $$EFFICIENT_DIFFUSION_CACHE, the folder EFFICIENT_DIFFUSION_CACHE names: remove it yourself" >&2; \
+	  exit 2; fi; d="$${XDG_CACHE_HOME:-$$HOME/.cache}/efficient-diffusion"; rm -rf "$$d" && echo "removed $$d"
 
 help:  ## this list
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

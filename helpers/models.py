@@ -187,7 +187,7 @@ def cache_dir() -> Path:
     """Where presets are saved as folders: $EFFICIENT_DIFFUSION_CACHE, else ~/.cache/efficient-diffusion."""
     if os.environ.get("EFFICIENT_DIFFUSION_CACHE"):
         return Path(os.environ["EFFICIENT_DIFFUSION_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "efficient-diffusion"
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "efficient-diffusion"
 
 
 def _short(path: Path) -> str:

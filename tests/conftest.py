@@ -3,16 +3,28 @@ import os
 import pytest
 import torch
 
+_MADE = []  # the cache folder this process made, removed when it ends
+
 
 def pytest_configure(config):
-    """Presets are saved as folders on first use: in a fresh folder per test run, not the user's cache. Under
-    pytest-xdist (make test runs two workers on a 2-core machine), each worker and what it starts gets one thread."""
+    """Presets are saved as folders on first use: in a fresh folder per test run, not the user's cache (pytest-xdist's
+    workers inherit the folder from the process that starts them). Under pytest-xdist (make test runs two workers on
+    a 2-core machine), each worker and what it starts gets one thread."""
     import tempfile
 
-    os.environ.setdefault("EFFICIENT_DIFFUSION_CACHE", tempfile.mkdtemp(prefix="efficient-diffusion-test-"))
+    if not os.environ.get("EFFICIENT_DIFFUSION_CACHE"):
+        os.environ["EFFICIENT_DIFFUSION_CACHE"] = tempfile.mkdtemp(prefix="efficient-diffusion-test-")
+        _MADE.append(os.environ["EFFICIENT_DIFFUSION_CACHE"])
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    for folder in _MADE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

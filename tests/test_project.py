@@ -1,6 +1,7 @@
 import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -14,8 +15,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 # A bare environment for subprocesses, keeping only where Python finds packages installed outside the venv
-# (gpu-check installs diffusers and nbval into a folder on PYTHONPATH) and the test run's own cache (conftest.py),
-# so that what they measure is not written under $HOME, nor into the repository when HOME is set to it.
+# (gpu-check installs diffusers and nbval into a folder on PYTHONPATH) and the test run's own cache (conftest.py);
+# HOME is a test's own folder, so that nothing they write lands in the user's home or the repository.
 _KEEP = {k: os.environ[k] for k in ("PYTHONPATH", "EFFICIENT_DIFFUSION_CACHE") if k in os.environ}
 
 
@@ -90,9 +91,9 @@ def test_notebooks_are_numbered_in_the_guides_order():
                                            "05_transformers.ipynb"]
 
 
-def test_info_command_prints_one_screen():
+def test_info_command_prints_one_screen(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT)})
+                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) < 25
@@ -127,18 +128,18 @@ def test_runner_summary_leaves_out_a_charts_placeholder_text():
     assert summary_lines(nb) == ["   steps  s/image", "measured on CPU"]
 
 
-def test_info_flags_a_bad_tutorial_model():
+def test_info_flags_a_bad_tutorial_model(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(ROOT),
+                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path),
                                             "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("default model"))
     assert "INVALID" in line and "shapes, tiny, sd15-random" in line
 
 
-def test_runner_stops_at_once_on_a_bad_model():
+def test_runner_stops_at_once_on_a_bad_model(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/run_notebooks.py"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**_KEEP, "PATH": "", "HOME": str(ROOT), "TUTORIAL_MODEL": "nonsense"})
+                          timeout=120, env={**_KEEP, "PATH": "", "HOME": str(tmp_path), "TUTORIAL_MODEL": "nonsense"})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "error: Unknown model 'nonsense': use shapes, tiny, sd15-random, a hub id such as "
@@ -200,6 +201,7 @@ def test_04_loads_through_one_function_and_its_trials_return_what_they_measure()
     assert "trials" not in body and "global" not in body, "trial() returns its row; the caller keeps it"
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make here (a GPU machine runs gpu_check.sh without it)")
 def test_make_help_lists_every_target_with_a_line():
     makefile = (ROOT / "Makefile").read_text()
     phony = set(re.search(r"^\.PHONY: ((?:.*\\\n)*.*)$", makefile, re.M).group(1).replace("\\\n", " ").split())
