@@ -345,6 +345,23 @@ def test_bench_rejects_bad_options(args, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_emulated_half_precision_is_left_out_unless_named(monkeypatch, capsys):
+    """On a CPU without native bfloat16 the default plan skips rung 2 (minutes a real-size call), and says so."""
+    import helpers.bench.__main__ as command
+
+    cpu, count = torch.device("cpu"), len(ladder(cpu=True))
+    monkeypatch.setattr(command, "cpu_has_fast_bf16", lambda: False)
+    args = parse_args([], cpu)
+    assert args.left_out == [2] and args.picked == [1, *range(3, count + 1)]
+    assert parse_args(["--rungs", "all"], cpu).picked == list(range(1, count + 1))
+    assert parse_args(["--rungs", "1-3"], cpu).picked == [1, 2, 3]
+    monkeypatch.setattr(command, "measure_peak", lambda device, seconds: {"float32": 1.0})
+    command.header(cpu, args)
+    assert "rung 2 (half precision) left out" in capsys.readouterr().out
+    monkeypatch.setattr(command, "cpu_has_fast_bf16", lambda: True)
+    assert parse_args([], cpu).picked == list(range(1, count + 1)) and parse_args([], cpu).left_out == []
+
+
 def test_toy_models_never_write_over_the_real_size_figures():
     cpu = torch.device("cpu")
     assert parse_args(["--model", "tiny"], cpu).out == Path("build") / "bench-tiny"

@@ -12,9 +12,10 @@ solver/step count as the guide does, layout, allocation, compilation or kernels,
 its own setting to the best rung measured so far (the baseline's settings if none): a rung whose end-to-end time
 is slower than that is printed with ``kept: no``, and the rungs after it build on the best settings instead (from
 a freshly loaded pipeline when a setting must be taken off), so ``--rungs 1,3`` runs DPM-Solver++ in float32.
-A rung so slow that its steps times one UNet call already take over twice the best end-to-end time (half
-precision on a CPU that emulates bfloat16) is not timed further: its end-to-end time is that lower bound, and it
-is not kept. With
+On a CPU that emulates bfloat16 (no AMX or AVX-512 BF16, or
+capped to AVX2) the half-precision rung is left out unless ``--rungs`` names it (``all`` does). A rung so slow that
+its steps times one UNet call already take over twice the best end-to-end time (half precision so named) is not
+timed further: its end-to-end time is that lower bound, and it is not kept. With
 ``--approx``, three *approximate* rows follow: the best exact rung at fewer steps than the guide's 20, and at 20
 steps token merging (tomesd, ratio 0.5) and DeepCache (a full UNet step every 3rd step) on the best rung's
 settings without torch.compile; each with its largest and mean pixel difference from the best exact rung's image

@@ -12,7 +12,7 @@ import torch
 import helpers.bench as package
 
 from ..bench_figures import format_table, profile_chart, profile_table, write_figures
-from ..device import cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
+from ..device import cpu_has_fast_bf16, cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
 from ..errors import TutorialError
 from ..models import choose_model, hide_torchvision_notice, model_kind
 from . import peers
@@ -32,8 +32,9 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=None, help="image height and width (default: model's)")
     parser.add_argument("--steps", type=int, default=20, help="steps for the DPM-Solver rungs (default 20)")
     parser.add_argument("--baseline-steps", type=int, default=50, help="PNDM steps of the first two rungs")
-    parser.add_argument("--rungs", default="all",
-                        help="which exact rungs, e.g. 1-3 or 1,3,5 (default: all); speedups are over the first one")
+    parser.add_argument("--rungs", default=None,
+                        help="which exact rungs, e.g. 1-3 or 1,3,5, or all (default: all but half precision on a CPU "
+                             "that emulates bfloat16); speedups are over the first one")
     parser.add_argument("--approx", action="store_true",
                         help="add approximate rows: the best rung at fewer steps, token merging and DeepCache")
     parser.add_argument("--approx-steps", type=int, default=10, help="steps of the fewer-steps row (default 10)")
@@ -70,18 +71,22 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
         parser.error("--peak-seconds must be positive")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         parser.error("--resolution must be a multiple of 64, at least 64")
-    count = len(ladder(cpu=device.type == "cpu"))
+    whole = ladder(cpu=device.type == "cpu")
+    count = len(whole)
+    # Emulated bfloat16 takes over ten minutes for one real-size UNet call, and the recipe runs float32 there.
+    args.left_out = ([next(i for i, rung in enumerate(whole, 1) if rung.half)]
+                     if args.rungs is None and device.type == "cpu" and not cpu_has_fast_bf16() else [])
     try:
         picked = set()
-        for part in args.rungs.replace("all", f"1-{count}").split(","):
+        for part in (args.rungs or "all").replace("all", f"1-{count}").split(","):
             lo, _, hi = part.partition("-")
             picked.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         parser.error(f"--rungs takes numbers and ranges such as 1-3 or 1,4,5, not {args.rungs!r}")
     if not picked or min(picked) < 1 or max(picked) > count:
-        names = "; ".join(f"{i} {rung.name.lstrip('+ ')}" for i, rung in enumerate(ladder(cpu=device.type == "cpu"), 1))
+        names = "; ".join(f"{i} {rung.name.lstrip('+ ')}" for i, rung in enumerate(whole, 1))
         parser.error(f"--rungs must name rungs between 1 and {count} on this device ({names})")
-    args.picked = sorted(picked)
+    args.picked = sorted(picked - set(args.left_out))
     return args
 
 
@@ -90,6 +95,9 @@ def header(device: torch.device, args) -> dict[str, float]:
     print(f"bench: {args.model} on {device_name(device)}, torch {torch.__version__}", flush=True)
     print(f"bench: CPU {cpu_model()}; {isa_line()}", flush=True)
     print(f"bench: the tutorial's recipe runs in {recipe_dtype_reason(device)}", flush=True)
+    for number in args.left_out:
+        print(f"bench: rung {number} (half precision) left out: this CPU emulates bfloat16, so one UNet call would take"
+              f" minutes at real size; --rungs all (or a list naming {number}) times it anyway", flush=True)
     peak = measure_peak(device, seconds=args.peak_seconds)
     print("bench: peak matrix multiply at UNet sizes (measured now): "
           + ", ".join(f"{dtype} {tflops:.2f} TFLOP/s" for dtype, tflops in peak.items()), flush=True)
