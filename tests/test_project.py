@@ -91,9 +91,15 @@ def test_notebooks_are_numbered_in_the_guides_order():
                                            "05_transformers.ipynb"]
 
 
-def test_info_command_prints_one_screen(tmp_path):
+def test_info_command_prints_one_screen(tmp_path, monkeypatch):
+    from helpers.device import remember_half_speedup
+
+    # A recorded bfloat16 speed-up, as notebook 01 leaves one: info reads it instead of measuring (5 s or more).
+    monkeypatch.setenv("EFFICIENT_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    remember_half_speedup(1.0, 0.8)
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
+                          timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path),
+                                            "EFFICIENT_DIFFUSION_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) < 25
@@ -101,6 +107,9 @@ def test_info_command_prints_one_screen(tmp_path):
                 "hub reachable"):
         assert any(line.startswith(key) for line in lines), key
     assert "HF_HUB_OFFLINE" in proc.stdout
+    from helpers.device import cpu_has_fast_bf16
+
+    assert ("1.25x as fast" in proc.stdout) == cpu_has_fast_bf16()  # the record read, where bfloat16 is native
 
 
 def test_runner_never_writes_into_notebooks():
