@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -99,7 +100,8 @@ def test_info_command_prints_one_screen(tmp_path, monkeypatch):
     remember_half_speedup(1.0, 0.8)
     proc = subprocess.run([sys.executable, "-m", "helpers", "info"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**_KEEP, "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path),
-                                            "EFFICIENT_DIFFUSION_CACHE": str(tmp_path / "cache")})
+                                            "EFFICIENT_DIFFUSION_CACHE": str(tmp_path / "cache"),
+                                            "OMP_NUM_THREADS": str(torch.get_num_threads())})  # the record's key
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) < 25
