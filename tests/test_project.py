@@ -93,7 +93,7 @@ def test_notebooks_are_numbered_in_the_guides_order():
 
 
 def test_info_command_prints_one_screen(tmp_path, monkeypatch):
-    from helpers.device import remember_half_speedup
+    from helpers.device import cpu_has_fast_bf16, remember_half_speedup
 
     # A recorded bfloat16 speed-up, as notebook 01 leaves one: info reads it instead of measuring (5 s or more).
     monkeypatch.setenv("EFFICIENT_DIFFUSION_CACHE", str(tmp_path / "cache"))
@@ -109,8 +109,6 @@ def test_info_command_prints_one_screen(tmp_path, monkeypatch):
                 "hub reachable"):
         assert any(line.startswith(key) for line in lines), key
     assert "HF_HUB_OFFLINE" in proc.stdout
-    from helpers.device import cpu_has_fast_bf16
-
     assert ("1.25x as fast" in proc.stdout) == cpu_has_fast_bf16()  # the record read, where bfloat16 is native
 
 
