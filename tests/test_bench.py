@@ -44,6 +44,7 @@ def test_the_approximations_patch_an_eager_copy_of_the_best_rung():
 
 def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back(monkeypatch):
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)  # a CPU without AVX2: no kernel rung
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: False)  # a PyTorch without oneDNN
     rungs = ladder(cpu=True)
     assert [r.keep_memory for r in rungs] == [False] * 7 + [True]
     assert rungs[-1].compiled and rungs[-2].compiled and rungs[-3].regional and not rungs[-4].regional
@@ -51,6 +52,7 @@ def test_cpu_ladder_ends_with_the_allocator_rung_that_cannot_be_taken_back(monke
 
 def test_cpu_ladder_tries_the_attention_kernel_after_the_padded_heads_and_compiles_it(monkeypatch):
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: False)
     rungs = ladder(cpu=True)
     padded, kernel, regional, compiled = rungs[4:8]
     assert padded.pad_heads and not padded.flash_attention
@@ -137,8 +139,21 @@ def test_the_climb_marks_a_slower_rung_and_builds_on_the_best(capsys):
     assert rows[-1]["max diff"] == 0.0
 
 
+def test_cpu_ladder_packs_the_linear_layers_after_the_kernel_and_compiles_them(monkeypatch):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: True)
+    rungs = ladder(cpu=True)
+    kernel, packed, regional, compiled, allocator = rungs[5:]
+    assert packed.packed_linear and packed.flash_attention and not kernel.packed_linear
+    assert regional.packed_linear and compiled.packed_linear and allocator.packed_linear
+    assert not any(r.packed_linear for r in ladder(cpu=False))  # GPUs keep cuBLAS
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)  # no kernel: the packed rung follows the padding
+    assert ladder(cpu=True)[5].packed_linear and not ladder(cpu=True)[5].flash_attention
+
+
 def test_a_kernel_that_does_not_build_is_skipped_and_the_climb_goes_on(monkeypatch, capsys):
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: False)
     monkeypatch.setattr(ladder_module, "kernel_error", lambda: "CalledProcessError: no C++ compiler")
     plan = ladder(steps=2, baseline_steps=3, cpu=True)[:7]  # up to the regional compile
     fake = FakeBench({})
@@ -284,6 +299,32 @@ def test_only_the_whole_model_compile_freezes_weights():
     assert inductor.freezing is True
     b.uncompile()
     assert inductor.freezing == before
+
+
+@pytest.mark.skipif(not ladder_module.onednn_available(), reason="this PyTorch has no oneDNN")
+def test_frozen_weights_and_their_packs_go_once_the_compiled_modules_are_forgotten(monkeypatch):
+    """What ``Bench.release`` does before the peers load their own copy: a frozen graph's module holds the weights."""
+    import gc
+
+    import torch._inductor.config as inductor
+
+    from helpers.bench import linear
+    from helpers.bench.runner import forget_compiled_modules
+
+    monkeypatch.setattr(inductor, "freezing", True)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.GELU(), torch.nn.Linear(24, 8))
+    linear.use_packed_linear(model)
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True)(torch.randn(4, 16))
+    weight = model[0].weight
+    del model
+    torch.compiler.reset()
+    gc.collect()
+    assert weight in linear._PACKS  # still held by the compiled module, with its pack
+    del weight
+    forget_compiled_modules()
+    gc.collect()
+    assert len(linear._PACKS) == 0
 
 
 def test_flops_match_the_published_sd15_counts():

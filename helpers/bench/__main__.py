@@ -185,9 +185,11 @@ def run(args: argparse.Namespace, device: torch.device) -> int:
     if not rows:
         print("bench: no rung was measured")
         return 1
-    if ready and bench.memory_kept:
-        give_back_freed_memory()
-        print("peers: glibc's allocator back to its defaults and its kept memory handed back first", flush=True)
+    if ready:
+        bench.release()  # 21.9 GiB at most on a 23-GiB EPYC with it kept, 22.2 GiB once the linear layers were packed
+        if bench.memory_kept:
+            give_back_freed_memory()
+            print("peers: glibc's allocator back to its defaults and its kept memory handed back first", flush=True)
     rows += peers.run_peers(bench, args.model, args.steps, args.direct_limit, ready, peak if args.profile else None)
     recheck_peak(rows, bench.profiles, peak, device, args)
     report(rows, bench, args, peak, start)

@@ -9,7 +9,12 @@ from ..models import quiet_logs
 
 def count_flops(pipe, height: int, width: int) -> dict[str, float]:
     """FLOPs of one guided UNet call, one VAE decode and the text encoder, counted on meta-device copies."""
-    return {part: float(sum(ops.values())) for part, ops in flops_by_operator(pipe, height, width).items()}
+    return totals(flops_by_operator(pipe, height, width))
+
+
+def totals(counts: dict[str, dict]) -> dict[str, float]:
+    """Each part's FLOPs from its counts per operator (``flops_by_operator``)."""
+    return {part: float(sum(ops.values())) for part, ops in counts.items()}
 
 
 def flops_by_operator(pipe, height: int, width: int) -> dict[str, dict]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from ..compare import pixel_difference
 from ..memory import flush
 from .attention import kernel_error, kernel_isa
+from .linear import onednn_available
 from .peak import percent_of_peak
 from .profile import breakdown_line
 
@@ -26,6 +27,7 @@ class Rung:
     channels_last: bool = False  # with fused QKV projections
     pad_heads: bool = False
     flash_attention: bool = False  # the project's fused attention kernel (C++, CPU) instead of PyTorch's SDPA
+    packed_linear: bool = False  # the UNet's linear layers on oneDNN with packed weights (CPU; helpers/bench/linear.py)
     regional: bool = False  # torch.compile of the UNet's repeated blocks only (compile_repeated_blocks)
     compiled: bool = False  # torch.compile of the whole UNet and VAE decoder
     keep_memory: bool = False
@@ -45,13 +47,14 @@ class Rung:
 
 # Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
 # allocator setting cannot be taken off at all).
-UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "flash_attention", "regional", "compiled", "tome",
-                       "deepcache")
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "flash_attention", "packed_linear", "regional",
+                       "compiled", "tome", "deepcache")
 
 
 def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
     """The exact rungs as planned, each adding one setting (on a CPU that PyTorch runs with AVX2 or AVX-512, the
-    project's attention kernel after the padded heads; on a Linux CPU, the allocator rung last)."""
+    project's attention kernel after the padded heads; on a CPU with oneDNN, its packed linear layers; on a Linux
+    CPU, the allocator rung last)."""
     base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
     half = replace(base, name="half precision + PNDM", half=True)
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
@@ -61,6 +64,8 @@ def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list
     if cpu and kernel_isa():
         rungs.append(replace(padded, name="+ fused attention kernel (the project's C++)", pad_heads=False,
                              flash_attention=True))
+    if cpu and onednn_available():
+        rungs.append(replace(rungs[-1], name="+ linear layers on oneDNN, weights packed", packed_linear=True))
     regional = replace(rungs[-1], name="+ regional torch.compile (repeated blocks)", regional=True)
     compiled = replace(regional, name="+ torch.compile (whole UNet and decoder)", regional=False, compiled=True)
     rungs += [regional, compiled]

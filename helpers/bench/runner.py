@@ -13,8 +13,9 @@ from ..models import load_pipeline, quiet_logs
 from ..prompts import GUIDE_PROMPT
 from ..timing import time_it
 from .attention import pad_attention_heads, use_flash_attention
-from .flops import count_flops, flops_by_operator
+from .flops import flops_by_operator, totals
 from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
+from .linear import use_packed_linear
 from .profile import breakdown_rows, flops_by_kind, profile_call
 
 
@@ -48,6 +49,18 @@ def give_back_freed_memory() -> None:
     libc.malloc_trim(0)
 
 
+def forget_compiled_modules() -> None:
+    """Drop inductor's compiled Python modules. With freezing, a graph's module holds the model's weights as its
+    constants, and in PyTorch 2.13 it stays in ``sys.modules`` after ``torch.compiler.reset()``, weights and all."""
+    import sys
+
+    from torch._inductor.codecache import PyCodeCache
+
+    PyCodeCache.cache_clear()
+    for name in [name for name in sys.modules if name.startswith("torch._inductor.runtime.compile_tasks.")]:
+        del sys.modules[name]
+
+
 def compiled_graphs() -> int:
     """How many graphs torch.compile has made in this process so far (recompiles included)."""
     from torch._dynamo.utils import counters
@@ -77,14 +90,15 @@ class Bench:
         self.first_scheduler = self.pipe.scheduler  # the model's own (PNDM for SD 1.5), to go back to
         self.height = height or self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self.width = width or self.height
-        self.flops = count_flops(self.pipe, self.height, self.width)
+        ops = flops_by_operator(self.pipe, self.height, self.width)
+        self.flops = totals(ops)
+        self.flop_kinds = {"UNet step": flops_by_kind(ops["unet"]), "decode": flops_by_kind(ops["vae"])}  # --profile
         self.current = Rung("")  # the settings the pipeline has now
         self.memory_kept = False  # glibc's setting, once made, holds for the rest of the process
         self.compile_s = {}  # seconds of the first calls (compiling included) of each compiled rung, by name
         self.graphs = 0  # graphs torch.compile made, warm-up included
         self.freezing_before = None  # inductor's freezing setting before the compiled rung changed it
         self.cache = None  # DeepCache's helper while a rung uses it
-        self.flop_kinds = None  # FLOPs per kind of work and part, counted at the first profile
         self.profiles = []  # the breakdown rows of --profile, one per rung, part and kind
 
     # 1. Settings on and off
@@ -97,11 +111,16 @@ class Bench:
             torch._dynamo.reset()
             inductor.freezing, self.freezing_before = self.freezing_before, None
 
-    def reload(self) -> None:
-        """A freshly loaded pipeline in float32 with PNDM, nothing compiled or patched: the way to take settings off."""
+    def release(self) -> None:
+        """Drop the pipeline with its compiled graphs and packed weights (before the peers load a copy of their own)."""
         self.pipe = self.cache = None
         self.uncompile()
+        forget_compiled_modules()
         flush()
+
+    def reload(self) -> None:
+        """A freshly loaded pipeline in float32 with PNDM, nothing compiled or patched: the way to take settings off."""
+        self.release()
         self.pipe = load_pipeline(self.model, dtype=torch.float32, device=self.device, quiet=True)
         self.current = Rung("")
 
@@ -128,6 +147,8 @@ class Bench:
             if rung.flash_attention and (fused or not current.flash_attention):
                 use_flash_attention(pipe.unet)
                 use_flash_attention(pipe.vae)  # its one head of 512: the kernel where bfloat16 pairs run
+            if rung.packed_linear and (fused or not current.packed_linear):
+                use_packed_linear(pipe.unet)  # after fusing: the fused QKV projections are new linear layers
             if rung.compiles_more_than(current):
                 import torch._inductor.config as inductor
 
@@ -199,9 +220,9 @@ class Bench:
     def time_rung(self, rung: Rung, direct_limit: float, best_e2e: float | None = None) -> dict:
         """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
 
-        When ``rung.steps`` times one UNet call (on a CPU the first; on a GPU the second, see ``second_call_s``)
-        already exceeds twice ``best_e2e``, the rung cannot be kept: it is timed no further, and its end-to-end
-        time is that lower bound (``e2e how``: 'at least').
+        When ``rung.steps`` times one UNet call (on a CPU the first, unless it packs weights; on a GPU the second,
+        see ``second_call_s``) already exceeds twice ``best_e2e``, the rung cannot be kept: it is timed no further,
+        and its end-to-end time is that lower bound (``e2e how``: 'at least').
         """
         if rung.deepcache:
             return self.time_whole(rung)
@@ -213,7 +234,8 @@ class Bench:
                 self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             calls["unet"]()  # these first calls are the warm-up
             if not compiles and best_e2e:
-                unet_s = self.second_call_s(calls["unet"]) if self.device.type != "cpu" else time.perf_counter() - warm
+                first_is_slow = self.device.type != "cpu" or rung.packed_linear  # kernels chosen, weights packed
+                unet_s = self.second_call_s(calls["unet"]) if first_is_slow else time.perf_counter() - warm
                 if rung.steps * unet_s > 2 * best_e2e:
                     return self.hopeless(rung, unet_s)
             calls["vae"]()
@@ -263,9 +285,6 @@ class Bench:
 
     def add_profile(self, row: dict, part: str, seconds: dict[str, float], peak: dict[str, float]) -> list[dict]:
         """Keep and return the breakdown of one part ('UNet step' or 'decode') of a rung's or peer's ``row``."""
-        if self.flop_kinds is None:  # counted once, at the first profile
-            ops = flops_by_operator(self.pipe, self.height, self.width)
-            self.flop_kinds = {"UNet step": flops_by_kind(ops["unet"]), "decode": flops_by_kind(ops["vae"])}
         rows = breakdown_rows(row["rung"], part, seconds, self.flop_kinds[part], peak.get(row["dtype"]))
         self.profiles += rows
         return rows
