@@ -302,7 +302,7 @@ def test_only_the_whole_model_compile_freezes_weights():
 
 
 @pytest.mark.skipif(not ladder_module.onednn_available(), reason="this PyTorch has no oneDNN")
-def test_frozen_weights_and_their_packs_go_once_the_compiled_modules_are_forgotten(monkeypatch):
+def test_frozen_weights_and_their_packs_go_once_the_compiled_modules_are_forgotten():
     """What ``Bench.release`` does before the peers load their own copy: a frozen graph's module holds the weights."""
     import gc
 
@@ -311,10 +311,9 @@ def test_frozen_weights_and_their_packs_go_once_the_compiled_modules_are_forgott
     from helpers.bench import linear
     from helpers.bench.runner import forget_compiled_modules
 
-    monkeypatch.setattr(inductor, "freezing", True)
     model = torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.GELU(), torch.nn.Linear(24, 8))
     linear.use_packed_linear(model)
-    with torch.no_grad():
+    with torch.no_grad(), inductor.patch(freezing=True):
         torch.compile(model, fullgraph=True)(torch.randn(4, 16))
     weight = model[0].weight
     del model
