@@ -10,6 +10,7 @@ the custom operator below calls them, so that eager runs and torch.compile alike
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 from torch import nn
@@ -19,8 +20,8 @@ _PACKS = WeakTensorKeyDictionary()  # weight -> {(rows, dtype, data pointer): th
 
 
 def onednn_available() -> bool:
-    """Whether this PyTorch build has oneDNN for the CPU (its x86 builds do)."""
-    return torch.backends.mkldnn.is_available()
+    """Whether this PyTorch build has oneDNN on an x86 CPU (measured there only; ARM builds route it elsewhere)."""
+    return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
 
 
 def packed(weight: torch.Tensor, rows: int) -> torch.Tensor:
