@@ -37,6 +37,17 @@ def test_a_weight_moved_to_bfloat16_in_place_is_packed_again():
     torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
 
 
+def test_a_weight_written_in_place_is_packed_again():
+    """Loading new weights (``load_state_dict`` copies in place) keeps the storage: the old pack must not serve."""
+    m, x = model(), torch.randn(3, 40)
+    use_packed_linear(m)
+    with torch.no_grad():
+        before = m(x)
+        m[2].weight.mul_(2)
+        got = m(x)
+    torch.testing.assert_close(got, 2 * before, atol=1e-5, rtol=1e-5)
+
+
 def test_packed_layers_compile_into_one_graph():
     m, x = model(), torch.randn(2, 7, 40)
     use_packed_linear(m)

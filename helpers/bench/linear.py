@@ -2,7 +2,7 @@
 
 In float32 PyTorch runs ``nn.Linear`` on MKL's sgemm, and inductor's freezing on MKL's packed sgemm; in bfloat16
 both use oneDNN. On an AMD EPYC (Zen 4) capped to AVX2, oneDNN on a packed weight ran the UNet's largest linear
-shapes about 10 % faster than either (docs/benchmark.md); OpenVINO's linear layers are oneDNN's too. PyTorch ships
+shapes 5 to 27 % faster than ``nn.Linear`` (docs/benchmark.md); OpenVINO's linear layers are oneDNN's too. PyTorch ships
 the two operators inductor itself uses for this, ``mkldnn._reorder_linear_weight`` and ``mkldnn._linear_pointwise``;
 the custom operator below calls them, so that eager runs and torch.compile alike call the packed product as it is.
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakTensorKeyDictionary
 
-_PACKS = WeakTensorKeyDictionary()  # weight -> {(rows, dtype, data pointer): the weight packed for that many rows}
+_PACKS = WeakTensorKeyDictionary()  # weight -> (its stamp, {rows: the weight packed for that many rows, or None})
 
 
 def onednn_available() -> bool:
@@ -24,21 +24,36 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
 
 
-def packed(weight: torch.Tensor, rows: int) -> torch.Tensor:
-    """``weight`` in oneDNN's layout for ``rows`` rows of input: packed at the first call (a copy), then reused."""
-    packs = _PACKS.setdefault(weight, {})
-    key = (rows, weight.dtype, weight.data_ptr())  # a weight moved to another dtype in place is packed again
-    if key not in packs:
-        packs[key] = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-    return packs[key]
+def _stamp(weight: torch.Tensor) -> tuple:
+    """What changes when ``weight``'s values may have: its dtype, its storage, and its in-place version counter."""
+    version = 0 if weight.is_inference() else weight._version  # inference tensors keep no counter (and never change)
+    return weight.dtype, weight.data_ptr(), version
+
+
+def packed(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """``weight`` in oneDNN's layout for ``rows`` rows of input, packed at the first call and reused while it is
+    unchanged; None where oneDNN cannot pack this dtype on this CPU (bfloat16 under an AVX2 cap, for one)."""
+    stamp, packs = _PACKS.get(weight, (None, None))
+    if stamp != _stamp(weight):  # new, moved to another dtype, or written in place: the old packs are stale
+        stamp, packs = _stamp(weight), {}
+        _PACKS[weight] = (stamp, packs)
+    if rows not in packs:
+        try:
+            packs[rows] = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+        except RuntimeError:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+            packs[rows] = None
+    return packs[rows]
 
 
 def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` on oneDNN, with ``weight`` packed once per number of rows."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed(weight, x.numel() // x.shape[-1]), bias, "none", [], "")
+    """``F.linear(x, weight, bias)`` on oneDNN with ``weight`` packed once per number of rows (else ``F.linear``)."""
+    pack = packed(weight, x.numel() // max(x.shape[-1], 1))
+    if pack is None:
+        return torch.nn.functional.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, pack, bias, "none", [], "")
 
 
-def _output_shape(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _output_like(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -46,7 +61,7 @@ def _output_shape(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def packed_linear_op():
     """``torch.ops.efficient_diffusion.packed_linear``, registered at the first use with its shape rule for tracing."""
     op = torch.library.custom_op("efficient_diffusion::packed_linear", _packed_linear, mutates_args=())
-    op.register_fake(_output_shape)
+    op.register_fake(_output_like)
     return torch.ops.efficient_diffusion.packed_linear
 
 

@@ -112,7 +112,7 @@ class Bench:
             inductor.freezing, self.freezing_before = self.freezing_before, None
 
     def release(self) -> None:
-        """Drop the pipeline with its compiled graphs and packed weights (before the peers load a copy of their own)."""
+        """Drop the pipeline, its compiled graphs and packed weights (for the peers); ``reload()`` loads a new one."""
         self.pipe = self.cache = None
         self.uncompile()
         forget_compiled_modules()
