@@ -34,13 +34,15 @@ def packed(weight: torch.Tensor, rows: int) -> torch.Tensor | None:
     """``weight`` in oneDNN's layout for ``rows`` rows of input, packed at the first call and reused while it is
     unchanged; None where oneDNN cannot pack this dtype on this CPU (bfloat16 under an AVX2 cap, for one)."""
     stamp, packs = _PACKS.get(weight, (None, None))
-    if stamp != _stamp(weight):  # new, moved to another dtype, or written in place: the old packs are stale
-        stamp, packs = _stamp(weight), {}
-        _PACKS[weight] = (stamp, packs)
+    if stamp != (now := _stamp(weight)):  # new, moved to another dtype, or written in place: old packs are stale
+        packs = {}
+        _PACKS[weight] = (now, packs)
     if rows not in packs:
         try:
             packs[rows] = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-        except RuntimeError:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+        except RuntimeError:  # "bf16 path needs the cpu support avx_ne_convert or avx512bw, ...": half types only
+            if weight.dtype == torch.float32:
+                raise
             packs[rows] = None
     return packs[rows]
 
