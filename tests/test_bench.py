@@ -143,9 +143,9 @@ def test_cpu_ladder_packs_the_linear_layers_after_the_kernel_and_compiles_them(m
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
     monkeypatch.setattr(ladder_module, "onednn_available", lambda: True)
     rungs = ladder(cpu=True)
-    kernel, packed, regional, compiled, allocator = rungs[5:]
+    kernel, packed, regional, compiled = rungs[5:9]  # then, on Linux only, the allocator rung
     assert packed.packed_linear and packed.flash_attention and not kernel.packed_linear
-    assert regional.packed_linear and compiled.packed_linear and allocator.packed_linear
+    assert regional.packed_linear and compiled.packed_linear and all(r.packed_linear for r in rungs[9:])
     assert not any(r.packed_linear for r in ladder(cpu=False))  # GPUs keep cuBLAS
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)  # no kernel: the packed rung follows the padding
     assert ladder(cpu=True)[5].packed_linear and not ladder(cpu=True)[5].flash_attention
@@ -299,6 +299,26 @@ def test_only_the_whole_model_compile_freezes_weights():
     assert inductor.freezing is True
     b.uncompile()
     assert inductor.freezing == before
+
+
+def test_release_drops_the_pipeline_and_the_next_rung_loads_a_fresh_one():
+    """Before the peers: the pipeline, its compiled graphs and freezing go; a later ``apply`` starts from float32."""
+    import gc
+    import weakref
+
+    import torch._inductor.config as inductor
+
+    before = inductor.freezing
+    b = Bench("tiny", torch.device("cpu"), None, None, repeats=1)
+    base, half, dpm, layout, padded, regional, compiled = ladder(steps=1, baseline_steps=1)
+    b.apply(compiled)
+    unet = weakref.ref(b.pipe.unet)
+    b.release()
+    gc.collect()
+    assert b.pipe is None and unet() is None and inductor.freezing == before
+    assert b.current == Rung("")
+    b.apply(dpm)  # nothing to take off, yet a pipeline must be loaded first
+    assert b.pipe.unet.dtype == half_dtype(b.device) and b.pipe.scheduler.config.algorithm_type == "dpmsolver++"
 
 
 @pytest.mark.skipif(not ladder_module.onednn_available(), reason="this PyTorch has no oneDNN")

@@ -114,6 +114,7 @@ class Bench:
     def release(self) -> None:
         """Drop the pipeline, its compiled graphs and packed weights (for the peers); ``reload()`` loads a new one."""
         self.pipe = self.cache = None
+        self.current = Rung("")  # no pipeline, no settings: the next ``apply`` loads one
         self.uncompile()
         forget_compiled_modules()
         flush()
@@ -125,8 +126,10 @@ class Bench:
         self.current = Rung("")
 
     def apply(self, rung: Rung) -> None:
-        """Move the pipeline from its current settings to the rung's, reloading it when one must come off."""
-        if any(getattr(self.current, key) and not getattr(rung, key) for key in UNDONE_BY_RELOADING):
+        """Move the pipeline from its current settings to the rung's, reloading it when one must come off (or when
+        ``release`` dropped it)."""
+        undone = any(getattr(self.current, key) and not getattr(rung, key) for key in UNDONE_BY_RELOADING)
+        if undone or self.pipe is None:
             self.reload()
         pipe, current = self.pipe, self.current
         with quiet_logs():
