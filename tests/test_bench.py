@@ -302,7 +302,8 @@ def test_only_the_whole_model_compile_freezes_weights():
 
 
 def test_release_drops_the_pipeline_and_the_next_rung_loads_a_fresh_one():
-    """Before the peers: the pipeline, its compiled graphs and freezing go; a later ``apply`` starts from float32."""
+    """Before the peers: the pipeline, its compiled graphs and freezing go; a later ``apply`` loads a pipeline and
+    puts every setting of its rung on it, even when nothing must come off."""
     import gc
     import weakref
 
@@ -317,8 +318,11 @@ def test_release_drops_the_pipeline_and_the_next_rung_loads_a_fresh_one():
     gc.collect()
     assert b.pipe is None and unet() is None and inductor.freezing == before
     assert b.current == Rung("")
-    b.apply(dpm)  # nothing to take off, yet a pipeline must be loaded first
-    assert b.pipe.unet.dtype == half_dtype(b.device) and b.pipe.scheduler.config.algorithm_type == "dpmsolver++"
+    b.apply(compiled)  # the same rung again: nothing to take off, yet a pipeline must be loaded and set up
+    assert b.pipe is not None and b.pipe.unet.dtype == half_dtype(b.device) and inductor.freezing is True
+    assert b.pipe.scheduler.config.algorithm_type == "dpmsolver++"
+    assert b.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    b.uncompile()
 
 
 @pytest.mark.skipif(not ladder_module.onednn_available(), reason="this PyTorch has no oneDNN")
