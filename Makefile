@@ -41,14 +41,17 @@ $(STAMP): pyproject.toml
 tutorial: setup  ## run notebooks 01-05 into build/, then print what they measured
 	$(PY) scripts/run_notebooks.py
 
-# Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic.
+# Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic. Tests go
+# out one at a time (--maxschedchunk 1): by default the first worker takes the first 49 tests in one chunk, so it
+# ran every notebook, one after the other, while the other worker sat idle for its last 4 minutes (AVX2 EPYC).
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --maxschedchunk 1
 test: setup  ## unit tests, then each notebook under nbval (the README's test command)
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest $(XDIST)
 
 # The notebooks with another model (TUTORIAL_MODEL=tiny): every checked cell must print the same as with shapes.
 test-models: setup  ## the notebooks again with TUTORIAL_MODEL=tiny
-	$(PY) -m pytest -n $(TEST_WORKERS) -m other_model
+	$(PY) -m pytest $(XDIST) -m other_model
 
 bench: setup  ## the speed ladder at SD 1.5's real size (BENCH_ARGS="--approx --peers --profile")
 	$(PY) -m helpers.bench $(BENCH_ARGS)

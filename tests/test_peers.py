@@ -9,7 +9,7 @@ import torch
 import helpers.bench.__main__ as bench_cli
 from helpers.bench import peers
 
-ARGS = ["--model", "tiny", "--rungs", "3", "--steps", "2", "--repeats", "1", "--peers"]
+ARGS = ["--model", "tiny", "--rungs", "3", "--steps", "2", "--repeats", "1", "--peak-seconds", "0.01", "--peers"]
 
 
 @pytest.fixture(autouse=True)

@@ -23,10 +23,10 @@ settings without torch.compile; each with its largest and mean pixel difference 
 for the same seed.
 
 Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
-UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak); it probes again after the rungs and keeps
-the higher reading. For each rung: the UNet's latency per
-step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode time,
-end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
+UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak; not where the CPU emulates bfloat16 and no
+picked rung runs in it); it probes again after the rungs and keeps the higher reading. For each rung: the UNet's
+latency per step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode
+time, end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
 decode: the ``e2e how`` column says which), speedup over the baseline, iterations per second, core-seconds per
 image (CPU), achieved TFLOP/s with FLOPs counted by torch.utils.flop_counter on a meta-device copy, the UNet's
 TFLOP/s as a percentage of the measured peak for its dtype (``unet % peak``), and whether the rung was kept.

@@ -23,10 +23,11 @@ def gemm_tflops(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device
     return 2 * m * k * n / timer.blocked_autorange(min_run_time=seconds).median / 1e12
 
 
-def measure_peak(device: torch.device, shapes=UNET_GEMMS, seconds: float = 0.25) -> dict[str, float]:
-    """The best TFLOP/s over UNet-like products in float32 and in this device's 16-bit type, keyed by dtype name."""
+def measure_peak(device: torch.device, shapes=UNET_GEMMS, seconds: float = 0.25,
+                 half: bool = True) -> dict[str, float]:
+    """The best TFLOP/s over UNet-like products in float32 and (``half``) this device's 16-bit type, by dtype name."""
     peak = {}
-    for dtype in (torch.float32, half_dtype(device)):
+    for dtype in (torch.float32, half_dtype(device)) if half else (torch.float32,):
         with torch.inference_mode():
             peak[str(dtype).split(".")[-1]] = max(gemm_tflops(*shape, dtype, device, seconds) for shape in shapes)
     return peak
