@@ -41,9 +41,10 @@ $(STAMP): pyproject.toml
 tutorial: setup  ## run notebooks 01-05 into build/, then print what they measured
 	$(PY) scripts/run_notebooks.py
 
-# Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic. Tests go
-# out one at a time (--maxschedchunk 1): by default the first worker takes the first 49 tests in one chunk, so it
-# ran every notebook, one after the other, while the other worker sat idle for its last 4 minutes (AVX2 EPYC).
+# Two pytest-xdist workers of one thread each: most tests wait on processes starting, not on arithmetic. With
+# --maxschedchunk 1 each worker holds 2 tests at a time (the running one and the next) and gets one more as one ends;
+# by default the first worker took the first 49 tests as one block, so it ran every notebook, one after the other,
+# while the other worker sat idle for its last 4 minutes (AVX2 EPYC).
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --maxschedchunk 1
 test: setup  ## unit tests, then each notebook under nbval (the README's test command)

@@ -30,8 +30,8 @@ def pytest_unconfigure(config):
 def pytest_collection_modifyitems(config, items):
     """Tests marked other_model run only when -m names them (make test-models), whatever else -m says. The slow
     ones (whole notebooks, 25-50 s each with native bfloat16, 1.5-3.5 min on an AVX2-only EPYC) go first, so that
-    pytest-xdist's two workers do not end on one of them; make's --maxschedchunk 1 hands them out one at a time, so
-    that both workers share them."""
+    pytest-xdist's two workers do not end on one of them; make's --maxschedchunk 1 keeps two tests at a time on
+    each worker, so that both workers share them."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each group keeps its order
     if "other_model" in (config.option.markexpr or ""):
         return

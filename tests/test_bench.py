@@ -172,7 +172,9 @@ def test_a_higher_second_probe_of_the_peak_counts_and_the_shares_follow(monkeypa
             {"unet TFLOP/s": None, "dtype": "float32", "unet % peak": None}]  # a peer's row
     args = argparse.Namespace(peak_seconds=0.01, probe_half=True)
     peak = {"float32": 0.18, "bfloat16": 0.17}
-    monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds, half: {"float32": 0.30, "bfloat16": 0.16})
+    halves = []
+    monkeypatch.setattr(bench_cli, "measure_peak",
+                        lambda device, seconds, half: halves.append(half) or {"float32": 0.30, "bfloat16": 0.16})
     rows[0]["rung"], rows[1]["rung"] = "compiled", "peer"
     profiles = [{"rung": "compiled", "TFLOP/s": 0.15, "% of peak": 83.3}, {"rung": "compiled", "TFLOP/s": None,
                                                                              "% of peak": None}]
@@ -180,7 +182,7 @@ def test_a_higher_second_probe_of_the_peak_counts_and_the_shares_follow(monkeypa
     assert peak == {"float32": 0.30, "bfloat16": 0.17}  # the higher probe of each dtype
     assert rows[0]["unet % peak"] == pytest.approx(90.0) and rows[1]["unet % peak"] is None
     assert profiles[0]["% of peak"] == pytest.approx(50.0) and profiles[1]["% of peak"] is None
-    assert "peak probed again after the rungs" in capsys.readouterr().out
+    assert "peak probed again after the rungs" in capsys.readouterr().out and halves == [True]  # as the first probe
     monkeypatch.setattr(bench_cli, "measure_peak", lambda device, seconds, half: {"float32": 0.29, "bfloat16": 0.17})
     bench_cli.recheck_peak(rows, profiles, peak, torch.device("cpu"), args)  # not higher: nothing changes, nothing said
     assert peak["float32"] == 0.30 and capsys.readouterr().out == ""
@@ -234,6 +236,9 @@ def test_a_hopeless_rung_is_timed_by_one_unet_call_and_not_kept(monkeypatch):
     assert row["e2e s"] == pytest.approx(3 * row["unet s/step"]) and row["dtype"] == "bfloat16"
     row = b.time_rung(rung, direct_limit=0, best_e2e=1e9)  # fast enough: timed as usual
     assert row["e2e how"] == "estimated" and decoded
+    # An approximation is timed in full however slow its first call: its row needs a picture to compare.
+    row = b.time_rung(approximate(rung, 2), direct_limit=1e9, best_e2e=1e-9)
+    assert row["e2e how"] == "measured" and "image" in row
 
 
 def test_on_a_gpu_a_slow_first_call_alone_does_not_make_a_rung_hopeless(monkeypatch):

@@ -12,6 +12,9 @@ def test_the_probe_gives_a_positive_finite_peak_per_dtype():
     result = peak.measure_peak(torch.device("cpu"), shapes=((256, 64, 128), (128, 64, 64)), seconds=0.01)
     assert set(result) == {"float32", "bfloat16"}
     assert all(math.isfinite(v) and v > 0 for v in result.values())
+    # Without the 16-bit type (the bench, where the CPU emulates bfloat16 and no rung runs in it): float32 alone.
+    only = peak.measure_peak(torch.device("cpu"), shapes=((128, 64, 64),), seconds=0.01, half=False)
+    assert set(only) == {"float32"} and math.isfinite(only["float32"]) and only["float32"] > 0
 
 
 def test_percent_of_peak_is_looked_up_by_the_rung_dtype():

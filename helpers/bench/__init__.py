@@ -23,8 +23,8 @@ settings without torch.compile; each with its largest and mean pixel difference 
 for the same seed.
 
 Before the ladder, a short probe measures this machine's limit: the best matrix-multiply throughput at
-UNet-like sizes in float32 and in the device's 16-bit type (helpers.peak; not where the CPU emulates bfloat16 and no
-picked rung runs in it); it probes again after the rungs and keeps the higher reading. For each rung: the UNet's
+UNet-like sizes in float32 and in the device's 16-bit type (helpers.bench.peak; not where the CPU emulates bfloat16
+and no picked rung runs in it); it probes again after the rungs and keeps the higher reading. For each rung: the UNet's
 latency per step (one call on a batch of 2: classifier-free guidance, made as the pipeline makes it), the VAE decode
 time, end-to-end seconds per image (measured directly when it is affordable, else steps x UNet + text encoder +
 decode: the ``e2e how`` column says which), speedup over the baseline, iterations per second, core-seconds per

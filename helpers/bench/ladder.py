@@ -184,7 +184,8 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
             row["kept"] = "-"
             add_pixel_difference(bench, row, best, best_row, args.budget - (time.perf_counter() - start))
         rows.append(row)
-        print(f"    unet {row['unet s/step']:.3f} s/step ({row['unet % peak'] or 0:.0f} % of peak), decode "
+        share = "peak not probed" if row["unet % peak"] is None else f"{row['unet % peak']:.0f} % of peak"
+        print(f"    unet {row['unet s/step']:.3f} s/step ({share}), decode "
               f"{row['vae decode s']:.3f} s, e2e {row['e2e s']:.2f} s ({row['e2e how']}), kept: {row['kept']}"
               + (f", compile took {row['compile s']:.0f} s" if "compile s" in row else ""), flush=True)
         # 5. Where its time goes (--profile): one more UNet step and decode, under the profiler

@@ -224,8 +224,9 @@ class Bench:
         """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
 
         When ``rung.steps`` times one UNet call (on a CPU the first, unless it packs weights; on a GPU the second,
-        see ``second_call_s``) already exceeds twice ``best_e2e``, the rung cannot be kept: it is timed no further,
-        and its end-to-end time is that lower bound (``e2e how``: 'at least').
+        see ``second_call_s``) already exceeds twice ``best_e2e``, an exact rung cannot be kept: it is timed no
+        further, and its end-to-end time is that lower bound (``e2e how``: 'at least'). An approximate rung is never
+        kept, and is timed in full for its pictures' difference (tomesd's first call alone can be that slow).
         """
         if rung.deepcache:
             return self.time_whole(rung)
@@ -236,7 +237,7 @@ class Bench:
             if compiles:
                 self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             calls["unet"]()  # these first calls are the warm-up
-            if not compiles and best_e2e:
+            if not compiles and best_e2e and rung.exact:
                 first_is_slow = self.device.type != "cpu" or rung.packed_linear  # kernels chosen, weights packed
                 unet_s = self.second_call_s(calls["unet"]) if first_is_slow else time.perf_counter() - warm
                 if rung.steps * unet_s > 2 * best_e2e:
