@@ -430,7 +430,7 @@ def test_emulated_half_precision_is_left_out_unless_named(monkeypatch, capsys):
     import helpers.bench.__main__ as command
 
     cpu, count = torch.device("cpu"), len(ladder(cpu=True))
-    monkeypatch.setattr(command, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(command, "native_half", lambda device: False)
     args = parse_args([], cpu)
     assert args.left_out == [2] and args.picked == [1, *range(3, count + 1)]
     assert parse_args(["--rungs", "all"], cpu).picked == list(range(1, count + 1))
@@ -444,7 +444,7 @@ def test_emulated_half_precision_is_left_out_unless_named(monkeypatch, capsys):
     assert probes == [False] and args.probe_half is False
     assert parse_args(["--rungs", "all"], cpu).probe_half and parse_args(["--rungs", "1-2"], cpu).probe_half
     assert not parse_args(["--rungs", "3-5"], cpu).probe_half  # rung 3 alone runs in float32 (build_on)
-    monkeypatch.setattr(command, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(command, "native_half", lambda device: True)
     assert parse_args([], cpu).picked == list(range(1, count + 1)) and parse_args([], cpu).left_out == []
     assert parse_args(["--rungs", "3"], cpu).probe_half  # native: always probed
 

@@ -32,7 +32,7 @@ def _copy_repository(to: Path) -> None:
     cells = notebook["cells"]
     # 03's first judge check reads the VAE alone (a random UNet leaves it alone); the next reads the UNet's pictures.
     # The cells after it only cost time here (about 25 s of 90 on an AVX2-only EPYC).
-    last = next(i for i, cell in enumerate(cells) if _is_judge_check(cell) and UNET_CHECK in "".join(cell["source"]))
+    last = next(i for i, cell in enumerate(cells) if _is_unet_check(cell))
     notebook["cells"] = cells[: last + 1]
     (to / NOTEBOOK).write_text(json.dumps(notebook), encoding="utf-8")
     (to / "tests").mkdir()
@@ -44,6 +44,11 @@ def _is_judge_check(cell: dict) -> bool:
     """Whether a cell is a compared cell (tagged nbval-check-output) that prints a judge's verdicts."""
     source = "".join(cell["source"])
     return "nbval-check-output" in cell.get("metadata", {}).get("tags", []) and any(c in source for c in JUDGED)
+
+
+def _is_unet_check(cell: dict) -> bool:
+    """Whether a cell is a judge check of the pictures the UNet drew."""
+    return _is_judge_check(cell) and UNET_CHECK in "".join(cell["source"])
 
 
 def _randomise_unet(folder: Path) -> None:
@@ -87,6 +92,6 @@ def test_random_unet_fails_a_semantic_cell(tmp_path):
     assert run.returncode == 1, f"nbval should fail on the random UNet (exit {run.returncode}):\n{report[-3000:]}"
     failing = _failing_cells(report, copy / NOTEBOOK)
     assert failing, f"no failing cell found in nbval's report:\n{report[-3000:]}"
-    semantic = [cell for cell in failing if _is_judge_check(cell) and UNET_CHECK in "".join(cell["source"])]
+    semantic = [cell for cell in failing if _is_unet_check(cell)]
     assert semantic, "the judge check of the UNet's pictures did not fail; the failing cells:\n" + "\n---\n".join(
         "".join(c["source"]) for c in failing)

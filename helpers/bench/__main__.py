@@ -12,7 +12,7 @@ import torch
 import helpers.bench as package
 
 from ..bench_figures import format_table, profile_chart, profile_table, write_figures
-from ..device import cpu_has_fast_bf16, cpu_model, device_name, isa_line, pick_device, recipe_dtype_reason
+from ..device import cpu_model, device_name, isa_line, native_half, pick_device, recipe_dtype_reason
 from ..errors import TutorialError
 from ..models import choose_model, hide_torchvision_notice, model_kind
 from . import peers
@@ -75,7 +75,7 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     count = len(whole)
     # Emulated bfloat16 takes over ten minutes for one real-size UNet call, and the recipe runs float32 there.
     half = next(i for i, rung in enumerate(whole, 1) if rung.half)
-    args.left_out = ([half] if args.rungs is None and device.type == "cpu" and not cpu_has_fast_bf16() else [])
+    args.left_out = [half] if args.rungs is None and not native_half(device) else []
     try:
         picked = set()
         for part in (args.rungs or "all").replace("all", f"1-{count}").split(","):
@@ -90,7 +90,7 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
     # Emulated bfloat16 runs the probe's products at a few GFLOP/s (about 45 s of a 55-s bench of tiny on an AVX2
     # EPYC). Its peak is probed only where it is native or the half-precision rung is picked: a rung adds only its
     # own change to the best rung so far, so no rung runs in bfloat16 without that one.
-    args.probe_half = device.type != "cpu" or cpu_has_fast_bf16() or half in args.picked
+    args.probe_half = native_half(device) or half in args.picked
     return args
 
 
