@@ -174,6 +174,10 @@ def test_the_vae_options_of_issue_25_reach_the_saved_model(tmp_path, monkeypatch
         assert AutoencoderKL.from_pretrained(folder, use_safetensors=True).config.norm_num_groups == 8
 
 
+class _FirstBatch(Exception):
+    """Raised by a recording hook once it holds the first batch: the rest of the micro run is not needed."""
+
+
 def test_latent_noise_reaches_the_unets_training_latents(tmp_path, monkeypatch):
     """The UNet's first training batch: the same latents in both runs, plus noise of std latent_noise in one."""
     import dataclasses
@@ -182,17 +186,18 @@ def test_latent_noise_reaches_the_unets_training_latents(tmp_path, monkeypatch):
 
     from helpers.shapes.train import Config, train
 
-    first, add_noise = [], DDPMScheduler.add_noise
+    first = []
 
     def recording(self, original_samples, noise, timesteps):
         first.append(original_samples.clone())
-        return add_noise(self, original_samples, noise, timesteps)
+        raise _FirstBatch
 
     monkeypatch.setattr(DDPMScheduler, "add_noise", recording)
     batches = []
     for noise in (0.0, 0.5):
         first.clear()
-        train(dataclasses.replace(Config.micro(), latent_noise=noise), tmp_path / str(noise))
+        with pytest.raises(_FirstBatch):
+            train(dataclasses.replace(Config.micro(), latent_noise=noise), tmp_path / str(noise))
         batches.append(first[0])
     added = batches[1] - batches[0]
     assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
@@ -211,13 +216,16 @@ def test_vae_latent_noise_reaches_the_decoder_in_phases_1_and_2(tmp_path, monkey
     def recording(self, z, *args, **kwargs):
         if self.training:
             first.append(z.detach().float().clone())
+            raise _FirstBatch
         return decode(self, z, *args, **kwargs)
 
     monkeypatch.setattr(AutoencoderKL, "decode", recording)
     batches = []
     for noise in (0.0, 0.5):
         first.clear()
-        train(dataclasses.replace(Config.micro(), decode_mean=True, vae_latent_noise=noise), tmp_path / str(noise))
+        with pytest.raises(_FirstBatch):
+            train(dataclasses.replace(Config.micro(), decode_mean=True, vae_latent_noise=noise),
+                  tmp_path / str(noise))
         batches.append(first[0])
     added = (batches[1] - batches[0]) / batches[0].std()
     assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
