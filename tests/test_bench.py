@@ -449,6 +449,14 @@ def test_emulated_half_precision_is_left_out_unless_named(monkeypatch, capsys):
     assert parse_args(["--rungs", "3"], cpu).probe_half  # native: always probed
 
 
+def test_help_numbers_the_rungs_as_rungs_takes_them(capsys):
+    whole = ladder(cpu=True)
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], torch.device("cpu"))
+    listed = capsys.readouterr().out.split("as --rungs numbers them:\n")[1].splitlines()
+    assert [line.split(maxsplit=1) for line in listed] == [[str(i), rung.name] for i, rung in enumerate(whole, 1)]
+
+
 def test_toy_models_never_write_over_the_real_size_figures():
     cpu = torch.device("cpu")
     assert parse_args(["--model", "tiny"], cpu).out == Path("build") / "bench-tiny"

@@ -26,7 +26,10 @@ TOY_MODELS = ("tiny", "shapes")  # their figures go to build/bench-MODEL/, never
 
 def parse_args(argv, device: torch.device) -> argparse.Namespace:
     """The command's options, checked; ``picked`` holds the rung numbers to run."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=package.__doc__,
+    whole = ladder(cpu=device.type == "cpu")
+    numbered = "\n".join(f"  {i:2}  {rung.name}" for i, rung in enumerate(whole, 1))
+    listing = f"The rungs on this device ({device.type}), as --rungs numbers them:\n{numbered}"
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=package.__doc__, epilog=listing,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sd15-random", help="preset, hub id or folder (default sd15-random)")
     parser.add_argument("--resolution", type=int, default=None, help="image height and width (default: model's)")
@@ -71,7 +74,6 @@ def parse_args(argv, device: torch.device) -> argparse.Namespace:
         parser.error("--peak-seconds must be positive")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         parser.error("--resolution must be a multiple of 64, at least 64")
-    whole = ladder(cpu=device.type == "cpu")
     count = len(whole)
     # Emulated bfloat16 takes over ten minutes for one real-size UNet call, and the recipe runs float32 there.
     half = next(i for i, rung in enumerate(whole, 1) if rung.half)
