@@ -203,7 +203,7 @@ def test_latent_noise_reaches_the_unets_training_latents(tmp_path, monkeypatch):
     assert 0.4 < added.std().item() < 0.6 and abs(added.mean().item()) < 0.1
 
 
-def test_vae_latent_noise_reaches_the_decoder_in_phases_1_and_2(tmp_path, monkeypatch):
+def test_vae_latent_noise_reaches_the_decoders_first_training_batch(tmp_path, monkeypatch):
     """The decoder's first batch: the same latents in both runs, plus noise of 0.5 times their spread in one."""
     import dataclasses
 
