@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-compile $(TORCH_SPEC)
 	$(PY) -m pip install -q --no-compile -e ".[dev]"
 	@echo "compiling the installed packages to bytecode (about a minute on 2 cores)"
-	@$(PY) -m compileall -qq -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_path('purelib'))") || true
+	@$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
 	$(PY) -m ipykernel install --sys-prefix --name efficient-diffusion --display-name "Python (efficient-diffusion)" >/dev/null
 	@touch $(STAMP)
 
