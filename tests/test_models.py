@@ -55,14 +55,12 @@ def test_cpu_default_is_the_shipped_shapes_model(monkeypatch):
 
 
 def test_gpu_default_is_the_real_model_checked_before_loading(monkeypatch, tmp_path):
-    # No Hub here: the check itself must give the one-line error, before any download starts.
+    # Offline, with an empty cache: the check itself must give the one-line error, before any download starts.
     monkeypatch.delenv("TUTORIAL_MODEL", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = "from helpers.models import choose_model\nchoose_model('cuda')\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
-    assert "TutorialError" in proc.stderr and "stable-diffusion-v1-5/stable-diffusion-v1-5" in proc.stderr
-    assert "TUTORIAL_MODEL=shapes" in proc.stderr
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(TutorialError, match="stable-diffusion-v1-5/stable-diffusion-v1-5.*TUTORIAL_MODEL=shapes"):
+        choose_model("cuda")
 
 
 def test_unreachable_hub_names_the_fix(monkeypatch, tmp_path):
