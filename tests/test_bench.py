@@ -21,6 +21,12 @@ from helpers.device import half_dtype, native_half, pick_device
 from helpers.models import shapes_folder
 
 
+@pytest.fixture(autouse=True)
+def _without_nnpack(monkeypatch):
+    """The ladders below are laid out without the Winograd rung; tests/test_winograd.py tests that rung."""
+    monkeypatch.setattr(ladder_module, "nnpack_available", lambda: False)
+
+
 def test_ladder_adds_one_setting_per_rung():
     rungs = ladder(steps=20, baseline_steps=50)
     assert [r.steps for r in rungs] == [50, 50, 20, 20, 20, 20, 20]
@@ -149,6 +155,32 @@ def test_cpu_ladder_packs_the_linear_layers_after_the_kernel_and_compiles_them(m
     assert not any(r.packed_linear for r in ladder(cpu=False))  # GPUs keep cuBLAS
     monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)  # no kernel: the packed rung follows the padding
     assert ladder(cpu=True)[5].packed_linear and not ladder(cpu=True)[5].flash_attention
+
+
+def test_the_cpu_ladder_tries_winograd_after_the_packed_linear_layers(monkeypatch):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: "AVX2")
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: True)
+    monkeypatch.setattr(ladder_module, "nnpack_available", lambda: True)
+    rungs = ladder(cpu=True)
+    packed, wino, regional, compiled = rungs[6:10]
+    assert wino.winograd and wino.packed_linear and not packed.winograd
+    assert regional.winograd and compiled.winograd
+    assert not any(r.winograd for r in ladder(cpu=False))  # GPUs keep cuDNN
+    monkeypatch.setattr(ladder_module, "nnpack_available", lambda: False)
+    assert not any(r.winograd for r in ladder(cpu=True))
+
+
+def test_the_winograd_rung_is_skipped_where_the_best_rung_runs_in_half_precision(monkeypatch, capsys):
+    monkeypatch.setattr(ladder_module, "kernel_isa", lambda: None)
+    monkeypatch.setattr(ladder_module, "onednn_available", lambda: False)
+    monkeypatch.setattr(ladder_module, "nnpack_available", lambda: True)
+    plan = ladder(steps=2, baseline_steps=3, cpu=True)[:6]  # up to the Winograd rung
+    assert plan[-1].winograd
+    fake = FakeBench({plan[0].name: 8.0, plan[1].name: 4.0})  # half precision measured faster: kept
+    args = argparse.Namespace(approx=False, approx_steps=1, profile=False, budget=1e9, direct_limit=1e9)
+    rows = climb(fake, plan, args, time.perf_counter(), {})
+    assert "Winograd 3x3 convolutions (NNPACK), per layer: skipped, NNPACK runs float32 only" in capsys.readouterr().out
+    assert len(rows) == 5 and not any(r.winograd for r in fake.applied)
 
 
 def test_a_kernel_that_does_not_build_is_skipped_and_the_climb_goes_on(monkeypatch, capsys):

@@ -12,6 +12,7 @@ from .attention import kernel_error, kernel_isa
 from .linear import onednn_available
 from .peak import percent_of_peak
 from .profile import breakdown_line
+from .winograd import nnpack_available
 
 PAD_MULTIPLE = 64  # attention heads are padded to a multiple of this (SD 1.5: 40, 80, 160 -> 64, 128, 192)
 
@@ -28,6 +29,7 @@ class Rung:
     pad_heads: bool = False
     flash_attention: bool = False  # the project's fused attention kernel (C++, CPU) instead of PyTorch's SDPA
     packed_linear: bool = False  # the UNet's linear layers on oneDNN with packed weights (CPU; helpers/bench/linear.py)
+    winograd: bool = False  # float32 3x3 convolutions on NNPACK's Winograd, per layer where faster (CPU; winograd.py)
     regional: bool = False  # torch.compile of the UNet's repeated blocks only (compile_repeated_blocks)
     compiled: bool = False  # torch.compile of the whole UNet and VAE decoder
     keep_memory: bool = False
@@ -47,14 +49,14 @@ class Rung:
 
 # Settings that only a freshly loaded pipeline can take off again (the solver is swapped either way; glibc's
 # allocator setting cannot be taken off at all).
-UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "flash_attention", "packed_linear", "regional",
-                       "compiled", "tome", "deepcache")
+UNDONE_BY_RELOADING = ("half", "channels_last", "pad_heads", "flash_attention", "packed_linear", "winograd",
+                       "regional", "compiled", "tome", "deepcache")
 
 
 def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list[Rung]:
     """The exact rungs as planned, each adding one setting (on a CPU that PyTorch runs with AVX2 or AVX-512, the
-    project's attention kernel after the padded heads; on a CPU with oneDNN, its packed linear layers; on a Linux
-    CPU, the allocator rung last)."""
+    project's attention kernel after the padded heads; on a CPU with oneDNN, its packed linear layers; on an x86
+    CPU with NNPACK, Winograd's 3x3 convolutions; on a Linux CPU, the allocator rung last)."""
     base = Rung("float32 + PNDM (guide baseline)", steps=baseline_steps)
     half = replace(base, name="half precision + PNDM", half=True)
     dpm = replace(half, name="+ DPM-Solver++", solver="dpm", steps=steps)
@@ -66,6 +68,8 @@ def ladder(steps: int = 20, baseline_steps: int = 50, cpu: bool = False) -> list
                              flash_attention=True))
     if cpu and onednn_available():
         rungs.append(replace(rungs[-1], name="+ linear layers on oneDNN, weights packed", packed_linear=True))
+    if cpu and nnpack_available():
+        rungs.append(replace(rungs[-1], name="+ Winograd 3x3 convolutions (NNPACK), per layer", winograd=True))
     regional = replace(rungs[-1], name="+ regional torch.compile (repeated blocks)", regional=True)
     compiled = replace(regional, name="+ torch.compile (whole UNet and decoder)", regional=False, compiled=True)
     rungs += [regional, compiled]
@@ -158,6 +162,10 @@ def climb(bench, plan: list[Rung], args, start: float, peak: dict[str, float],
             continue
         if rung.flash_attention and not bench.current.flash_attention and (why := kernel_error()):
             print(f"[{number}/{total}] {rung.name}: skipped, the kernel did not build here ({why})", flush=True)
+            continue
+        if rung.winograd and rung.half:
+            print(f"[{number}/{total}] {rung.name}: skipped, NNPACK runs float32 only and the best rung so far runs "
+                  "in half precision", flush=True)
             continue
         print(f"[{number}/{total}] {rung.name} ...", flush=True)
         bench.apply(rung)

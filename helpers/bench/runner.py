@@ -17,6 +17,7 @@ from .flops import flops_by_operator, totals
 from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
 from .linear import use_packed_linear
 from .profile import breakdown_rows, flops_by_kind, profile_call
+from .winograd import use_winograd
 
 
 def keep_freed_memory() -> None:
@@ -152,6 +153,9 @@ class Bench:
                 use_flash_attention(pipe.vae)  # its one head of 512: the kernel where bfloat16 pairs run
             if rung.packed_linear and (fused or not current.packed_linear):
                 use_packed_linear(pipe.unet)  # after fusing: the fused QKV projections are new linear layers
+            if rung.winograd and (fused or not current.winograd):
+                use_winograd(pipe.unet)  # each layer chooses at its first call (the rung's warm-up)
+                use_winograd(pipe.vae.decoder)
             if rung.compiles_more_than(current):
                 import torch._inductor.config as inductor
 
@@ -238,7 +242,8 @@ class Bench:
                 self.generate(2)  # compiles the graphs the pipeline itself uses (the calls below reuse them)
             calls["unet"]()  # these first calls are the warm-up
             if not compiles and best_e2e and rung.exact:
-                first_is_slow = self.device.type != "cpu" or rung.packed_linear  # kernels chosen, weights packed
+                # kernels chosen, weights packed, or Winograd timed against the direct convolution, layer by layer
+                first_is_slow = self.device.type != "cpu" or rung.packed_linear or rung.winograd
                 unet_s = self.second_call_s(calls["unet"]) if first_is_slow else time.perf_counter() - warm
                 if rung.steps * unet_s > 2 * best_e2e:
                     return self.hopeless(rung, unet_s)
