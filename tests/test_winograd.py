@@ -1,5 +1,7 @@
 """The ladder's Winograd rung: NNPACK's 3x3 convolutions against PyTorch's (its place in the ladder: test_bench.py)."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -26,6 +28,37 @@ def test_the_operator_traces_as_one_with_its_shape_rule():
     op = winograd.winograd_op()
     torch.library.opcheck(op, (torch.randn(2, 4, 9, 9), torch.randn(6, 4, 3, 3), torch.randn(6), [1, 1]))
     torch.library.opcheck(op, (torch.randn(1, 4, 9, 9), torch.randn(6, 4, 3, 3), None, [0, 0]))
+    laid_out = torch.randn(2, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(op, (laid_out, torch.randn(6, 4, 3, 3).contiguous(memory_format=torch.channels_last),
+                               torch.randn(6), [1, 1]))
+
+
+@needs_nnpack
+def test_compiled_layers_call_the_operator_also_when_first_called_compiled(monkeypatch):
+    """A layer decided eagerly runs Winograd inside torch.compile; so does a fresh copy of it that is first called
+    compiled (the bench reloads the pipeline before compiling it whole): it takes the choice its shapes measured."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(winograd, "CHOSEN", {})
+    monkeypatch.setattr(winograd, "_seconds", lambda fn: 1.0 if "_conv_forward" in fn.__code__.co_names else 0.5)
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.SiLU()).eval()  # noqa: E731
+    model, fresh = make(), make()
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 4, 12, 12)
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *args: calls.append(1) or nnpack(*args))
+    with torch.no_grad(), inductor.patch(freezing=True):
+        expected = model(x)
+        winograd.use_winograd(model)
+        model(x)  # eager: the layer times both ways and keeps Winograd
+        assert model[0].winograd is True and len(calls) == 2
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), expected, atol=1e-4, rtol=1e-4)
+        assert len(calls) == 4  # one per picture
+        winograd.use_winograd(fresh)
+        torch.testing.assert_close(torch.compile(fresh, fullgraph=True)(x), expected, atol=1e-4, rtol=1e-4)
+    assert fresh[0].winograd is None and len(calls) == 6
 
 
 def test_only_plain_float32_3x3_convolutions_are_candidates():
@@ -68,3 +101,18 @@ def test_the_choice_is_timed_once_per_shape(monkeypatch):
     assert winograd.winograd_faster(layer, (1, 4, 300, 300), False) is False
     assert winograd.winograd_faster(nn.Conv2d(4, 4, 3, padding=1), (1, 4, 300, 300), False) is False
     assert len(timed) == 2  # the second layer of the same shape reuses the first one's choice
+
+
+@needs_nnpack
+def test_the_bench_runs_the_winograd_rung_on_tiny_and_times_it(tmp_path, capsys, monkeypatch):
+    """The rung through the bench's own pipeline: its convolutions choose at the warm-up, then are timed."""
+    import helpers.bench.__main__ as bench_cli
+    from helpers.bench.ladder import ladder
+
+    number = next(i for i, rung in enumerate(ladder(cpu=True), 1) if rung.winograd)
+    monkeypatch.setattr(bench_cli, "pick_device", lambda: torch.device("cpu"))  # a CUDA machine's ladder has none
+    code = bench_cli.main(["--model", "tiny", "--rungs", f"3,{number}", "--steps", "2", "--repeats", "1",
+                           "--peak-seconds", "0.01", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"\] \+ Winograd 3x3 convolutions \(NNPACK\), per layer \.\.\.\n    unet [\d.]+ s/step", out)

@@ -5,9 +5,9 @@ baseline), half precision, DPM-Solver++ at 20 steps, channels-last memory layout
 attention heads zero-padded to a multiple of 64, on a CPU with AVX2 or AVX-512 the project's fused attention kernel
 (flash_attention.cpp, compiled at first use) and then the UNet's linear layers on oneDNN with their weights packed
 once (linear.py), on an x86 CPU with NNPACK the float32 3x3 convolutions of the UNet and the VAE decoder by
-Winograd's algorithm wherever a layer measured faster that way (winograd.py), regional torch.compile (the UNet's repeated block, compiled once
-and reused; kept when its UNet step is not slower), torch.compile of the whole UNet and VAE decoder, and last, on a
-Linux CPU, an allocator setting
+Winograd's algorithm wherever a layer measured faster that way (winograd.py), regional torch.compile (the UNet's
+repeated block, compiled once and reused; kept when its UNet step is not slower), torch.compile of the whole UNet
+and VAE decoder, and last, on a Linux CPU, an allocator setting
 (glibc keeps freed memory for reuse instead of handing it back to the system and faulting it in again at the
 next call; it is last because it cannot be taken back). These are *exact* rungs: they change precision,
 solver/step count as the guide does, layout, allocation, compilation or kernels, never the model. Each rung adds
@@ -38,7 +38,7 @@ kind's share of the measured peak, printed, written to profile.csv and drawn in 
 
 The modules, in the order a run uses them: ``peak`` (the limit), ``flops`` (the cost), ``ladder`` (the rungs and the
 climb), ``runner`` (the pipeline moved from rung to rung and timed), ``attention`` (padded heads and the kernel's
-processor), ``linear`` (oneDNN's packed linear layers), ``winograd`` (NNPACK's convolutions), ``profile`` (where a call's time goes), ``peers``
-(OpenVINO and ONNX Runtime), ``helpers.bench_figures`` (bench.csv, bench.json and the profile's table and chart,
-written, and read back for notebook 01), and ``__main__`` (the command).
+processor), ``linear`` (oneDNN's packed linear layers), ``winograd`` (NNPACK's convolutions), ``profile`` (where a
+call's time goes), ``peers`` (OpenVINO and ONNX Runtime), ``helpers.bench_figures`` (bench.csv, bench.json and the
+profile's table and chart, written, and read back for notebook 01), and ``__main__`` (the command).
 """

@@ -227,10 +227,11 @@ class Bench:
     def time_rung(self, rung: Rung, direct_limit: float, best_e2e: float | None = None) -> dict:
         """Time the rung's parts; generate a whole image too when its estimate is under ``direct_limit`` s.
 
-        When ``rung.steps`` times one UNet call (on a CPU the first, unless it packs weights; on a GPU the second,
-        see ``second_call_s``) already exceeds twice ``best_e2e``, an exact rung cannot be kept: it is timed no
-        further, and its end-to-end time is that lower bound (``e2e how``: 'at least'). An approximate rung is never
-        kept, and is timed in full for its pictures' difference (tomesd's first call alone can be that slow).
+        When ``rung.steps`` times one UNet call (on a CPU the first, unless it packs weights or times its
+        convolutions; on a GPU the second, see ``second_call_s``) already exceeds twice ``best_e2e``, an exact rung
+        cannot be kept: it is timed no further, and its end-to-end time is that lower bound (``e2e how``: 'at
+        least'). An approximate rung is never kept, and is timed in full for its pictures' difference (tomesd's first
+        call alone can be that slow).
         """
         if rung.deepcache:
             return self.time_whole(rung)

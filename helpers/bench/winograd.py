@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-CHOSEN: dict[tuple, bool] = {}  # (weight shape, input shape, channels-last) -> Winograd measured faster
+CHOSEN: dict[tuple, bool] = {}  # choice_key(...) -> Winograd measured faster
 
 
 def nnpack_available() -> bool:
@@ -31,8 +31,7 @@ def nnpack_available() -> bool:
 def _winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      padding: list[int]) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) by NNPACK, picture by picture, in ``x``'s layout."""
-    if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
+    weight = weight.contiguous()  # once, not per picture (the bench's weights are channels-last)
     outs = [torch._nnpack_spatial_convolution(x[i:i + 1].contiguous(), weight, bias, padding, [1, 1])
             for i in range(x.shape[0])]
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -81,6 +80,11 @@ def _seconds(fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def choice_key(layer: nn.Conv2d, shape: tuple, laid_out_channels_last: bool) -> tuple:
+    """What a layer's choice depends on: its weight's shape, its padding, its input's shape and layout."""
+    return tuple(layer.weight.shape), tuple(layer.padding), shape, laid_out_channels_last
+
+
 @torch.no_grad()
 def winograd_faster(layer: nn.Conv2d, shape: tuple, laid_out_channels_last: bool, margin: float = 0.9) -> bool:
     """Whether Winograd runs ``layer`` on inputs of ``shape`` in under ``margin`` times the direct convolution's
@@ -88,7 +92,7 @@ def winograd_faster(layer: nn.Conv2d, shape: tuple, laid_out_channels_last: bool
     cut to 64×64 pixels at most (both ways scale with the pixels from there; a 512×512 input would take seconds)."""
     if len(shape) != 4:  # an unbatched picture: left to PyTorch
         return False
-    key = (tuple(layer.weight.shape), shape, laid_out_channels_last)
+    key = choice_key(layer, shape, laid_out_channels_last)
     if key not in CHOSEN:
         op = winograd_op()
         x = torch.randn(*shape[:2], min(shape[2], 64), min(shape[3], 64))
@@ -103,16 +107,21 @@ def winograd_faster(layer: nn.Conv2d, shape: tuple, laid_out_channels_last: bool
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3×3, stride 1) that runs on NNPACK's Winograd convolution where that measured faster.
 
-    The choice is made at the layer's first call outside torch.compile (``winograd_faster``) and kept; a compiled
-    graph reads it as a constant, and a layer still undecided when compiled keeps the direct convolution.
+    The choice is made at the layer's first call outside torch.compile (``winograd_faster``) and kept. A layer
+    first called inside torch.compile (after the bench reloaded the pipeline, say) takes the choice an earlier layer
+    of the same shapes measured, and the direct convolution if none did; the compiled graph holds it as a constant.
     """
 
     winograd: bool | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.winograd is None and not torch.compiler.is_compiling():
-            self.winograd = winograd_faster(self, tuple(x.shape), channels_last(x))
-        if self.winograd:
+        use = self.winograd
+        if use is None:
+            if torch.compiler.is_compiling():
+                use = CHOSEN.get(choice_key(self, tuple(x.shape), channels_last(x)), False)
+            else:
+                use = self.winograd = winograd_faster(self, tuple(x.shape), channels_last(x))
+        if use:
             return torch.ops.efficient_diffusion.winograd_conv2d(x, self.weight, self.bias, list(self.padding))
         return self._conv_forward(x, self.weight, self.bias)
 
