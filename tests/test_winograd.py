@@ -115,4 +115,5 @@ def test_the_bench_runs_the_winograd_rung_on_tiny_and_times_it(tmp_path, capsys,
                            "--peak-seconds", "0.01", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
-    assert re.search(r"\] \+ Winograd 3x3 convolutions \(NNPACK\), per layer \.\.\.\n    unet [\d.]+ s/step", out)
+    assert re.search(r"\] \+ Winograd 3x3 convolutions \(NNPACK\), per layer \.\.\.\n"
+                     r"    Winograd kept by \d+ of [1-9]\d* float32 3x3 convolutions .*\n    unet [\d.]+ s/step", out)
