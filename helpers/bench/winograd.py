@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import platform
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from ..timing import time_it
 
 CHOSEN: dict[tuple, bool] = {}  # choice_key(...) -> Winograd measured faster
 
@@ -71,13 +72,7 @@ def candidate(layer: nn.Module) -> bool:
 
 def _seconds(fn: Callable[[], object]) -> float:
     """The faster of two timed calls after one untimed call."""
-    fn()
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return time_it(fn, repeats=2, warmup=1).min
 
 
 def choice_key(layer: nn.Conv2d, shape: tuple, laid_out_channels_last: bool) -> tuple:
