@@ -117,3 +117,15 @@ def test_the_bench_runs_the_winograd_rung_on_tiny_and_times_it(tmp_path, capsys,
     assert code == 0
     assert re.search(r"\] \+ Winograd 3x3 convolutions \(NNPACK\), per layer \.\.\.\n"
                      r"    Winograd kept by \d+ of [1-9]\d* float32 3x3 convolutions .*\n    unet [\d.]+ s/step", out)
+
+
+def test_the_report_counts_layers_first_called_compiled_apart(monkeypatch):
+    """Layers first called inside torch.compile hold no choice: the line says so, and what the shapes measured."""
+    monkeypatch.setattr(winograd, "CHOSEN", {"a": True, "b": False, "c": True})
+    layers = [winograd.WinogradConv2d(4, 4, 3, padding=1) for _ in range(3)]
+    layers[0].winograd, layers[1].winograd = True, False
+    assert winograd.winograd_report(layers[:2]) == ("Winograd kept by 1 of 2 float32 3x3 convolutions (the others "
+                                                    "measured faster direct)")
+    line = winograd.winograd_report(layers)
+    assert line.startswith("Winograd kept by 1 of 3 ") and "; 1 first ran compiled" in line
+    assert "Winograd for 2 of the 3 shapes measured" in line

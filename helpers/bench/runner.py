@@ -17,7 +17,7 @@ from .flops import flops_by_operator, totals
 from .ladder import PAD_MULTIPLE, UNDONE_BY_RELOADING, Rung
 from .linear import use_packed_linear
 from .profile import breakdown_rows, flops_by_kind, profile_call
-from .winograd import WinogradConv2d, use_winograd
+from .winograd import WinogradConv2d, use_winograd, winograd_report
 
 
 def keep_freed_memory() -> None:
@@ -252,8 +252,7 @@ class Bench:
             if rung.winograd:  # each convolution chose at its first call, just now or on an earlier rung
                 layers = [m for part in (self.pipe.unet, self.pipe.vae.decoder) for m in part.modules()
                           if isinstance(m, WinogradConv2d)]
-                print(f"    Winograd kept by {sum(m.winograd is True for m in layers)} of {len(layers)} float32 3x3 "
-                      "convolutions (the others measured faster direct, or first ran compiled)", flush=True)
+                print("    " + winograd_report(layers), flush=True)
             first = time.perf_counter() - warm
             graphs = compiled_graphs() if compiles else None
             text, unet, vae = (time_it(calls[key], repeats=self.repeats, warmup=0) for key in ("text", "unet", "vae"))

@@ -130,3 +130,15 @@ def use_winograd(model: nn.Module) -> int:
         layer.__class__ = WinogradConv2d  # the same parameters and attributes, another forward
         layer.winograd = None
     return len(layers)
+
+
+def winograd_report(layers: list[WinogradConv2d]) -> str:
+    """One line: how many of ``layers`` run on Winograd, those first called inside torch.compile included (they
+    hold no choice of their own: they took the one measured for their shapes)."""
+    kept = sum(layer.winograd is True for layer in layers)
+    line = f"Winograd kept by {kept} of {len(layers)} float32 3x3 convolutions (the others measured faster direct"
+    compiled = sum(layer.winograd is None for layer in layers)
+    if not compiled:
+        return line + ")"
+    return (line + f"); {compiled} first ran compiled and took the choice measured for their shapes: Winograd for "
+            f"{sum(CHOSEN.values())} of the {len(CHOSEN)} shapes measured, direct for shapes never measured")
