@@ -133,12 +133,13 @@ def use_winograd(model: nn.Module) -> int:
 
 
 def winograd_report(layers: list[WinogradConv2d]) -> str:
-    """One line: how many of ``layers`` run on Winograd, those first called inside torch.compile included (they
-    hold no choice of their own: they took the one measured for their shapes)."""
-    kept = sum(layer.winograd is True for layer in layers)
-    line = f"Winograd kept by {kept} of {len(layers)} float32 3x3 convolutions (the others measured faster direct"
+    """One line: how many of ``layers`` chose Winograd and how many the direct convolution at their first eager
+    call, and how many were first called inside torch.compile (those hold no choice of their own: they took the one
+    measured, in this process, for their shapes)."""
+    kept, direct = (sum(layer.winograd is choice for layer in layers) for choice in (True, False))
+    line = (f"Winograd kept by {kept} of {len(layers)} float32 3x3 convolutions, {direct} measured faster direct")
     compiled = sum(layer.winograd is None for layer in layers)
     if not compiled:
-        return line + ")"
-    return (line + f"); {compiled} first ran compiled and took the choice measured for their shapes: Winograd for "
-            f"{sum(CHOSEN.values())} of the {len(CHOSEN)} shapes measured, direct for shapes never measured")
+        return line
+    return (line + f"; {compiled} first ran compiled and took the choice measured for their shapes in this process "
+            f"(Winograd for {sum(CHOSEN.values())} of the {len(CHOSEN)} shapes measured; direct for any other)")
