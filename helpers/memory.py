@@ -42,6 +42,29 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _status() -> dict[str, int]:
+    """The memory fields of Linux's /proc/self/status (``VmRSS``, ``VmHWM``, ...), in bytes: read at one moment."""
+    with open("/proc/self/status") as status:
+        return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in status)
+                if k.startswith("Vm") and v.strip().endswith("kB")}
+
+
+def _reset_peak_rss() -> int | None:
+    """Set the kernel's record of this process's peak resident memory (Linux's VmHWM) to what it holds now.
+
+    Linux 4.0+ does it on writing 5 to /proc/self/clear_refs. Returns the peak it held before, or None where the
+    reset is not possible or did not take (macOS, Windows, a sandbox without it): then memory is sampled instead.
+    """
+    try:
+        before = _status()["VmHWM"]
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        now = _status()
+    except (OSError, KeyError, ValueError):
+        return None
+    return before if now["VmHWM"] <= now["VmRSS"] + 16 * MiB else None  # 16 MiB: another thread may allocate
+
+
 @dataclass
 class MemoryPeak:
     """Peak memory during a block: ``peak`` in bytes, ``added`` = peak minus what was in use at the start."""
@@ -59,6 +82,9 @@ class MemoryPeak:
         return f"peak {self.peak / GiB:.2f} GiB ({self.added / MiB:,.0f} MiB above the start; {self.method})"
 
     __repr__ = __str__
+
+
+_OPEN: list[MemoryPeak] = []  # the CPU measurements in progress that read the kernel's peak, outermost first
 
 
 class _Sampler(threading.Thread):
@@ -83,8 +109,10 @@ class peak_memory:
 
     CUDA: exact, from ``torch.cuda.max_memory_allocated`` (tensors only, not the CUDA context).
     MPS: the Metal driver's allocation, sampled every 2 ms.
-    CPU: the process's resident memory (RSS), sampled every 2 ms: it includes Python and the
-    libraries, and a spike shorter than the interval can be missed.
+    CPU: the process's resident memory (RSS): it includes Python and the libraries. On Linux the peak is the
+    kernel's own record (VmHWM, reset at the start), exact and free; elsewhere RSS is sampled every 2 ms, which can
+    miss a spike shorter than that and takes some CPU time from what is measured (about 15 % of a `shapes`
+    pipeline call on 2 cores).
     """
 
     def __init__(self, device: str | torch.device | None = None, interval: float = SAMPLE_INTERVAL):
@@ -99,6 +127,12 @@ class peak_memory:
             start = torch.cuda.memory_allocated(self.device)
             self.result = MemoryPeak(kind, start, 0, "torch.cuda.max_memory_allocated")
             self._sampler = None
+        elif kind == "cpu" and (so_far := _reset_peak_rss()) is not None:
+            for outer in _OPEN:  # the reset hid the peak of the measurements around this one: they keep it
+                outer.peak = max(outer.peak, so_far)
+            self.result = MemoryPeak(kind, _status()["VmRSS"], 0, "process peak RSS, the kernel's VmHWM")
+            self._sampler = None
+            _OPEN.append(self.result)
         else:
             read = torch.mps.driver_allocated_memory if kind == "mps" else _rss
             what = "Metal driver memory" if kind == "mps" else "process RSS"
@@ -108,7 +142,10 @@ class peak_memory:
         return self.result
 
     def __exit__(self, *exc) -> None:
-        if self._sampler is None:
+        if any(m is self.result for m in _OPEN):
+            _OPEN[:] = [m for m in _OPEN if m is not self.result]
+            self.result.peak = max(self.result.peak, _status()["VmHWM"])
+        elif self._sampler is None:
             torch.cuda.synchronize(self.device)
             self.result.peak = torch.cuda.max_memory_allocated(self.device)
         else:

@@ -93,20 +93,24 @@ def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, label: str
 
 
 def time_from_steps(generate: Callable[[int], Any], steps: int, few: tuple[int, int] = (2, 4),
-                    label: str = "") -> Timing:
+                    label: str = "", warmup: bool = True) -> Timing:
     """Estimate ``generate(steps)``'s seconds from one call at each of ``few`` step counts (01, step 3).
 
-    For a setting too slow to run in full, such as emulated half precision: after one untimed call at the short count,
-    the two calls give the cost of one step and the fixed cost (text encoder, VAE decode), and the estimate is
-    fixed + ``steps`` x per step.
-    ``value`` is what the longer call returned.
+    For a setting too slow to run in full, such as emulated half precision: after one untimed call at the short count
+    (unless ``warmup`` is False), the two calls give the cost of one step and the fixed cost (text encoder, VAE
+    decode), and the estimate is fixed + ``steps`` x per step.
+    ``value`` is what the longer call returned. Both counts should be at least 2: PNDM calls the UNet once more than
+    its step count from 2 steps on (it repeats one timestep to start its multistep method) but once for 1 step, so a
+    pair that starts at 1 overstates the cost of a step (by half for 1 and 3).
     """
     short, long = sorted(few)
     if not 1 <= short < long:
         raise ValueError(f"Need two different step counts of at least 1, got {few}.")
     # One untimed call first: a first call's one-off costs (kernels chosen and compiled for the dtype) would land in
     # the short run and shrink the cost per step (float16 on a CPU: 0.19 s estimated for 50 steps, 1.35 s measured).
-    first = time_it(lambda: generate(short), repeats=1, warmup=1)
+    # Where the dtype is emulated there are no such kernels to prepare, and ``warmup=False`` saves that call: on an
+    # AVX2-only AMD EPYC a first bfloat16 call of `shapes` took 3.97 s and the next 3.89 s (each mostly the decode).
+    first = time_it(lambda: generate(short), repeats=1, warmup=1 if warmup else 0)
     second = time_it(lambda: generate(long), repeats=1, warmup=0)
     per_step = max(second.median - first.median, 0.0) / (long - short)
     fixed = max(first.median - short * per_step, 0.0)

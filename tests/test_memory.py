@@ -1,9 +1,11 @@
+import time
 import weakref
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import memory
 from helpers.memory import MiB, catch_out_of_memory, find_max_batch, flush, is_out_of_memory, peak_memory
 
 
@@ -90,6 +92,35 @@ def test_peak_memory_sees_a_cpu_allocation():
     assert big.added > 250 * MiB
     assert small.added < 100 * MiB
     assert "RSS" in big.method and "GiB" in str(big)
+
+
+kernel_peak = pytest.mark.skipif(memory._reset_peak_rss() is None, reason="needs Linux's resettable VmHWM")
+
+
+@kernel_peak
+def test_on_linux_the_peak_is_the_kernels_and_a_measurement_inside_another_keeps_the_outer_peak():
+    flush()
+    with peak_memory("cpu") as outer:
+        block = np.ones(200 * MiB, dtype=np.uint8)  # the outer block's peak, freed before the inner one starts
+        del block
+        flush()
+        with peak_memory("cpu") as inner:
+            small = np.ones(20 * MiB, dtype=np.uint8)
+            del small
+    assert "VmHWM" in outer.method and "VmHWM" in inner.method
+    assert outer.added > 190 * MiB  # lost if the inner measurement's reset were not carried to the outer one
+    assert 15 * MiB < inner.added < 150 * MiB
+
+
+def test_where_the_kernel_keeps_no_peak_memory_is_sampled(monkeypatch):
+    monkeypatch.setattr(memory, "_reset_peak_rss", lambda: None)  # as on macOS, Windows or a kernel without it
+    flush()
+    with peak_memory("cpu") as big:
+        block = np.ones(300 * MiB, dtype=np.uint8)
+        block.sum()
+        time.sleep(0.05)  # sampling sees what lasts longer than its interval
+        del block
+    assert "sampled every 2 ms" in big.method and big.added > 250 * MiB
 
 
 def test_measure_times_and_records_peak():

@@ -73,5 +73,8 @@ def test_an_estimate_from_two_step_counts_splits_fixed_and_per_step_costs():
     assert calls == [2, 2, 6] and estimate.value == "picture after 6"  # the first one untimed, a warm-up
     assert 0.2 < estimate.median < 0.45  # 0.01 + 50 x 0.005 = 0.26 s
     assert str(estimate).startswith("slow: ") and "estimated for 50 steps from runs of 2 and 6" in str(estimate)
+    calls.clear()
+    time_from_steps(generate, steps=50, few=(2, 6), warmup=False)
+    assert calls == [2, 6]  # no untimed call
     with pytest.raises(ValueError, match="two different step counts"):
         time_from_steps(generate, 50, few=(3, 3))
