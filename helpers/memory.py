@@ -49,20 +49,25 @@ def _status() -> dict[str, int]:
                 if k.startswith("Vm") and v.strip().endswith("kB")}
 
 
-def _reset_peak_rss() -> int | None:
+def _reset_peak_rss() -> tuple[int | None, bool]:
     """Set the kernel's record of this process's peak resident memory (Linux's VmHWM) to what it holds now.
 
-    Linux 4.0+ does it on writing 5 to /proc/self/clear_refs. Returns the peak it held before, or None where the
-    reset is not possible or did not take (macOS, Windows, a sandbox without it): then memory is sampled instead.
+    Linux 4.0+ does it on writing 5 to /proc/self/clear_refs (which also lowers the ``ru_maxrss`` that ``time -v``
+    reports). Returns the peak before the write (None where nothing was written: macOS, Windows, no /proc) and
+    whether the reset took, that is whether the peak now matches what the process holds (within 16 MiB, which a free
+    between the reset and the read could open up). Where it did not take, memory is sampled instead.
     """
     try:
         before = _status()["VmHWM"]
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
+    except (OSError, KeyError, ValueError):
+        return None, False
+    try:
         now = _status()
     except (OSError, KeyError, ValueError):
-        return None
-    return before if now["VmHWM"] <= now["VmRSS"] + 16 * MiB else None  # 16 MiB: another thread may allocate
+        return before, False
+    return before, now["VmHWM"] <= now["VmRSS"] + 16 * MiB
 
 
 @dataclass
@@ -110,9 +115,9 @@ class peak_memory:
     CUDA: exact, from ``torch.cuda.max_memory_allocated`` (tensors only, not the CUDA context).
     MPS: the Metal driver's allocation, sampled every 2 ms.
     CPU: the process's resident memory (RSS): it includes Python and the libraries. On Linux the peak is the
-    kernel's own record (VmHWM, reset at the start), exact and free; elsewhere RSS is sampled every 2 ms, which can
-    miss a spike shorter than that and takes some CPU time from what is measured (about 15 % of a `shapes`
-    pipeline call on 2 cores).
+    kernel's own record (VmHWM, reset at the start): nothing is missed (unless pages are swapped out) and it costs
+    the measured call nothing. Elsewhere RSS is sampled every 2 ms, which can miss a spike shorter than that and
+    takes CPU time from what is measured (about 15 % of a `shapes` pipeline call on 2 cores).
     """
 
     def __init__(self, device: str | torch.device | None = None, interval: float = SAMPLE_INTERVAL):
@@ -127,9 +132,7 @@ class peak_memory:
             start = torch.cuda.memory_allocated(self.device)
             self.result = MemoryPeak(kind, start, 0, "torch.cuda.max_memory_allocated")
             self._sampler = None
-        elif kind == "cpu" and (so_far := _reset_peak_rss()) is not None:
-            for outer in _OPEN:  # the reset hid the peak of the measurements around this one: they keep it
-                outer.peak = max(outer.peak, so_far)
+        elif kind == "cpu" and self._kernel_peak():
             self.result = MemoryPeak(kind, _status()["VmRSS"], 0, "process peak RSS, the kernel's VmHWM")
             self._sampler = None
             _OPEN.append(self.result)
@@ -140,6 +143,15 @@ class peak_memory:
             self.result = MemoryPeak(kind, self._sampler.peak, 0, f"{what}, sampled every {self.interval * 1000:g} ms")
             self._sampler.start()
         return self.result
+
+    @staticmethod
+    def _kernel_peak() -> bool:
+        """Reset the kernel's peak for this measurement; False where it cannot be used (then memory is sampled)."""
+        before, took = _reset_peak_rss()
+        if before is not None:  # whatever the write did, the measurements around this one keep their peak so far
+            for outer in _OPEN:
+                outer.peak = max(outer.peak, before)
+        return took
 
     def __exit__(self, *exc) -> None:
         if any(m is self.result for m in _OPEN):

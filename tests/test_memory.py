@@ -94,7 +94,7 @@ def test_peak_memory_sees_a_cpu_allocation():
     assert "RSS" in big.method and "GiB" in str(big)
 
 
-kernel_peak = pytest.mark.skipif(memory._reset_peak_rss() is None, reason="needs Linux's resettable VmHWM")
+kernel_peak = pytest.mark.skipif(not memory._reset_peak_rss()[1], reason="needs Linux's resettable VmHWM")
 
 
 @kernel_peak
@@ -112,8 +112,25 @@ def test_on_linux_the_peak_is_the_kernels_and_a_measurement_inside_another_keeps
     assert 15 * MiB < inner.added < 150 * MiB
 
 
+@kernel_peak
+def test_a_measurement_that_raises_is_closed_and_one_whose_reset_did_not_take_samples(monkeypatch):
+    with pytest.raises(RuntimeError), peak_memory("cpu") as failed:
+        raise RuntimeError("the measured call failed")
+    assert failed.peak >= failed.start > 0 and not memory._OPEN
+    reset = memory._reset_peak_rss
+    with peak_memory("cpu") as outer:
+        block = np.ones(200 * MiB, dtype=np.uint8)
+        del block
+        flush()
+        monkeypatch.setattr(memory, "_reset_peak_rss", lambda: (reset()[0], False))  # written, but did not take
+        with peak_memory("cpu") as inner:
+            pass
+    assert "sampled" in inner.method and "VmHWM" in outer.method
+    assert outer.added > 190 * MiB  # the write reset the kernel's peak: the outer measurement kept its own
+
+
 def test_where_the_kernel_keeps_no_peak_memory_is_sampled(monkeypatch):
-    monkeypatch.setattr(memory, "_reset_peak_rss", lambda: None)  # as on macOS, Windows or a kernel without it
+    monkeypatch.setattr(memory, "_reset_peak_rss", lambda: (None, False))  # as on macOS, Windows or without /proc
     flush()
     with peak_memory("cpu") as big:
         block = np.ones(300 * MiB, dtype=np.uint8)
