@@ -54,8 +54,9 @@ class Results:
         df = self.frame()
         ref = "reference speedup" in df.columns
         lines = []
-        for step, row in df.iloc[1:].iterrows():
-            x = row["speedup"]
+        measured = pd.DataFrame(self.rows).set_index("step")[self.metric]  # unrounded: the table's speedup is rounded
+        for (step, row), value in zip(df.iloc[1:].iterrows(), measured.iloc[1:], strict=True):
+            x = measured.iloc[0] / value
             notes, base = [], df.index[0]
             if abs(x - 1) < 0.05:
                 text = f"{step}: about as fast as {base} here"

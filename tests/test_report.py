@@ -56,6 +56,10 @@ def test_describe_reads_the_table():
     assert slower.describe() == "b: 4.0x slower than a here."
     slower.add("c", 1.02)
     assert slower.describe().splitlines()[-1] == "c: about as fast as a here (0.98x)."
+    rounded = Results()  # 3.809 s against 30.292 s: 7.95x, not 1 / 0.13 from the table's rounded speedup
+    rounded.add("a", 3.809)
+    rounded.add("b", 30.292)
+    assert rounded.frame().speedup.iloc[-1] == 0.13 and rounded.describe() == "b: 8.0x slower than a here."
 
 
 def test_describe_joins_notes_for_a_near_tie_with_a_reference():
