@@ -1,3 +1,4 @@
+import gc
 import time
 import weakref
 
@@ -13,7 +14,7 @@ from helpers.memory import MiB, catch_out_of_memory, find_max_batch, flush, is_o
 def quick_flush(monkeypatch):
     """The finder's search logic without its flush(): a full garbage collection of this test process takes
     about half a second, and the searches below make dozens. flush() itself is tested on its own."""
-    monkeypatch.setattr("helpers.memory.flush", lambda: None)
+    monkeypatch.setattr("helpers.memory.flush", lambda full=True: None)
 
 
 class FakePipeline:
@@ -127,6 +128,38 @@ def test_a_measurement_that_raises_is_closed_and_one_whose_reset_did_not_take_sa
             pass
     assert "sampled" in inner.method and "VmHWM" in outer.method
     assert outer.added > 190 * MiB  # the write reset the kernel's peak: the outer measurement kept its own
+
+
+class Cycle:
+    """An object that refers to itself: only the garbage collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_a_quick_flush_frees_young_garbage_and_a_full_one_old_garbage_too():
+    old = Cycle()
+    gc.disable()  # no automatic collection in between
+    try:
+        flush()  # a full collection moves what survives it, old included, to the oldest generation
+        old_ref = weakref.ref(old)
+        del old
+        young = weakref.ref(Cycle())  # garbage made after that collection
+        flush(full=False)
+        assert young() is None  # the quick one frees what the last calls left
+        assert old_ref() is not None  # but not what lived through a full collection
+        flush()
+        assert old_ref() is None
+    finally:
+        gc.enable()
+
+
+def test_the_measuring_helpers_take_the_quick_collection(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "flush", lambda full=True: calls.append(full))
+    memory.time_and_memory(lambda: None, "cpu")
+    find_max_batch(lambda batch: None, limit=2, device="cpu")
+    assert calls and not any(calls)
 
 
 def test_where_the_kernel_keeps_no_peak_memory_is_sampled(monkeypatch):
