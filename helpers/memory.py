@@ -20,16 +20,28 @@ MiB = 1024**2
 SAMPLE_INTERVAL = 0.002  # seconds between samples where memory is sampled (CPU, MPS)
 
 
+# How many objects the oldest garbage-collector generation held after the last full collection (flush).
+_OLD_OBJECTS = [0]
+# More long-lived objects than that since then, and flush(full=False) collects everything after all: a deleted
+# torch.compile'd module leaves thousands of objects in cycles (a pipeline call leaves none).
+NEW_OLD_OBJECTS = 1000
+
+
 def flush(full: bool = True) -> None:
     """Free what can be freed before a measurement: Python garbage, the device cache, peak statistics.
 
-    ``full=False`` collects only Python's young generations, where the garbage of the last calls lies (a pipeline
-    call leaves none: it frees by reference counting). A full collection walks every object that torch, diffusers and
-    transformers hold: about 0.25 s each time on 2 cores of an AMD EPYC (Zen 4), where 02's measurements made
-    about 30 of them. The measuring helpers take the quick one between their runs; call ``flush()`` after deleting
-    something yourself.
+    A full collection walks every object that torch, diffusers and transformers hold: about 0.25 s each time on 2
+    cores of an AMD EPYC (Zen 4), where 02 measured about 30 times. ``full=False``, which the measuring helpers use,
+    collects the young generations, where a measured call's garbage lies, and everything only where more than
+    ``NEW_OLD_OBJECTS`` objects have grown old since the last full collection. Call ``flush()`` yourself after
+    deleting a model that lived through an earlier one.
     """
-    gc.collect() if full else gc.collect(1)
+    if not full:
+        gc.collect(1)
+        full = len(gc.get_objects(2)) > _OLD_OBJECTS[0] + NEW_OLD_OBJECTS
+    if full:
+        gc.collect()
+        _OLD_OBJECTS[0] = len(gc.get_objects(2))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
