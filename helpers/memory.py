@@ -21,7 +21,7 @@ SAMPLE_INTERVAL = 0.002  # seconds between samples where memory is sampled (CPU,
 
 
 # How many objects the oldest garbage-collector generation held after the last full collection (flush).
-_OLD_OBJECTS = [0]
+_old_objects = 0
 # More long-lived objects than that since then, and flush(full=False) collects everything after all: a deleted
 # torch.compile'd module leaves thousands of objects in cycles (a pipeline call leaves none).
 NEW_OLD_OBJECTS = 1000
@@ -36,12 +36,13 @@ def flush(full: bool = True) -> None:
     ``NEW_OLD_OBJECTS`` objects have grown old since the last full collection. Call ``flush()`` yourself after
     deleting a model that lived through an earlier one.
     """
+    global _old_objects
     if not full:
         gc.collect(1)
-        full = len(gc.get_objects(2)) > _OLD_OBJECTS[0] + NEW_OLD_OBJECTS
+        full = len(gc.get_objects(2)) > _old_objects + NEW_OLD_OBJECTS
     if full:
         gc.collect()
-        _OLD_OBJECTS[0] = len(gc.get_objects(2))
+        _old_objects = len(gc.get_objects(2))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

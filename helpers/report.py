@@ -54,9 +54,9 @@ class Results:
         df = self.frame()
         ref = "reference speedup" in df.columns
         lines = []
-        measured = pd.DataFrame(self.rows).set_index("step")[self.metric]  # unrounded: the table's speedup is rounded
-        for (step, row), value in zip(df.iloc[1:].iterrows(), measured.iloc[1:], strict=True):
-            x = measured.iloc[0] / value
+        values = [r[self.metric] for r in self.rows]  # unrounded: the table's speedup is rounded
+        for (step, row), value in zip(df.iloc[1:].iterrows(), values[1:], strict=True):
+            x = values[0] / value
             notes, base = [], df.index[0]
             if abs(x - 1) < 0.05:
                 text = f"{step}: about as fast as {base} here"
