@@ -82,12 +82,24 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
                 "(convert the checkpoint, or pick a hub id or a preset such as 'tiny')."
             )
         return str(path), reason
-    if model.count("/") == 1 and all(model.split("/")):
+    if model.count("/") == 1 and _is_hub_id(model):
         return model, reason
+    missing = "no such folder, and not a hub id; " if model.startswith((".", "/", "~")) or "\\" in model else ""
     raise TutorialError(
-        f"Unknown model {model!r}: use {'shapes-flux' if flux else ', '.join(UNET_NAMES)}, "
+        f"Unknown model {model!r}: {missing}use {'shapes-flux' if flux else ', '.join(UNET_NAMES)}, "
         f"a hub id such as {REAL_FLUX if flux else REAL_MODEL!r}, or a local folder."
     )
+
+
+def _is_hub_id(model: str) -> bool:
+    """Whether ``model`` is spelled as the Hub allows a repository id (``./nope`` and ``a/..`` are not)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
 
 
 def choose_model(device: str | torch.device | None = None, model: str | None = None, quiet: bool = False) -> str:

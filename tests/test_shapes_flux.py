@@ -203,6 +203,22 @@ def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
     assert seen == [(str(micro[0]), {"seeds": 1, "device": None, "cfg_scale": 4.0}),
                     (str(micro[0]), {"seeds": 8, "device": None, "cfg_scale": 2.5})]
     assert command.main(["eval", "--true-cfg", "2.5"]) == 2 and len(seen) == 2  # the shipped shapes: no true CFG
+    assert command.main(["eval", "--model", "shapes-flux", "--seeds", "1"]) == 0  # a shipped model by name
+    assert seen[-1] == (str(SHIPPED), {"seeds": 1, "device": None, "cfg_scale": 4.0})
+
+
+@pytest.mark.parametrize(("extra", "says"), [(["--seeds", "0"], "--seeds 0"),
+                                            (["--device", "cuda"], "--device cuda")])
+def test_eval_refuses_seeds_and_devices_it_cannot_use_in_one_line(extra, says, monkeypatch, capsys):
+    from helpers.shapes import __main__ as command
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    loaded = []
+    monkeypatch.setattr("helpers.shapes.flux.evaluate", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr("helpers.shapes.evaluate.evaluate", lambda *a, **k: loaded.append(a))
+    assert command.main(["eval", "--model", str(SHIPPED), *extra]) == 2 and not loaded
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and says in err and len(err.splitlines()) == 1
 
 
 def test_each_cache_check_of_05_fails_when_the_cache_is_a_no_op(micro, monkeypatch):

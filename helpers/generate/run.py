@@ -51,8 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="shapes, a preset (tiny, sd15-random), hub id or local folder (default: "
                              "$TUTORIAL_MODEL, else the real model on a GPU and shapes on a CPU)")
     parser.add_argument("--dtype", default="recipe", choices=["recipe", "half", "float32", "float16", "bfloat16"],
-                        help="recipe (default): float16 on a GPU, bfloat16 on a CPU that computes it natively, else "
-                             "float32; half: the device's 16-bit type even where it is emulated")
+                        help="recipe (default): float16 on a GPU; on a CPU bfloat16 where it is native and measured "
+                             "faster than float32, else float32; half: the device's 16-bit type even where it is "
+                             "emulated")
     parser.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS), help="default dpm++")
     parser.add_argument("--steps", type=int, default=20, help="inference steps (default 20)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")

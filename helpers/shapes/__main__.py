@@ -133,7 +133,7 @@ def _model_folders(args) -> tuple[Path, Path]:
     vae = Path(args.vae) if args.vae else model.parent / "shapes-vae-ft"
     if not (model / "vae" / "config.json").is_file():
         raise TutorialError(f"{args.model}: not a shapes pipeline folder (no vae/config.json); give the folder that "
-                            "make shapes writes, e.g. build/shapes/shapes.")
+                            "make shapes writes (build/shapes/shapes), or a shipped model's name: shapes, shapes-flux.")
     if not (vae / "config.json").is_file():
         raise TutorialError(f"{vae}: no fine-tuned VAE there (no config.json); give it with --vae.")
     return model, vae
@@ -147,9 +147,24 @@ def _pipeline_class(folder: Path) -> str | None:
     return json.loads(index.read_text()).get("_class_name") if index.is_file() else None
 
 
+def _check_eval_args(args) -> None:
+    """Refuse, in one line, a number of seeds or a device the eval cannot use, before the model loads."""
+    import torch
+
+    if args.seeds < 1:
+        raise TutorialError(f"--seeds {args.seeds}: give 1 or more seeds per prompt (8 by default).")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if args.device is not None and not available.get(torch.device(args.device).type, True):
+        raise TutorialError(f"--device {args.device}: this PyTorch has no such device here; leave --device out for "
+                            f"the best available one.")
+
+
 def _eval(args) -> None:
     from .evaluate import evaluate
 
+    _check_eval_args(args)
+    if args.model in ("shapes", "shapes-flux"):  # the shipped models by name, as TUTORIAL_MODEL takes them
+        args.model = str(SHIPPED / args.model)
     if _pipeline_class(Path(args.model)) == "FluxPipeline":
         from . import flux
 
@@ -181,7 +196,8 @@ def _grid(args) -> None:
 
 def _model_arguments(parser) -> None:
     parser.add_argument("--model", default=str(SHIPPED / "shapes"),
-                        help="a shapes pipeline folder (default: the shipped helpers/shapes/weights/shapes)")
+                        help="a shapes or shapes-flux pipeline folder, or the name of a shipped one (default: shapes, "
+                        "the shipped helpers/shapes/weights/shapes)")
     parser.add_argument("--vae", default=None,
                         help="its fine-tuned VAE (default: the shapes-vae-ft folder beside --model)")
 
@@ -232,7 +248,8 @@ def main(argv=None) -> int:
     _model_arguments(p)
     p.add_argument("--seeds", type=int, default=8,
                    help="seeds per colour x shape prompt (8); the background prompts use 2")
-    p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
+                   help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--true-cfg", type=float, default=None, metavar="SCALE",
                    help="shapes-flux only: the true classifier-free guidance scale of its guided run (4)")
     p.set_defaults(run=_eval)
