@@ -205,10 +205,14 @@ def test_eval_judges_a_flux_folder_with_the_flux_evaluation(micro, monkeypatch):
     assert command.main(["eval", "--true-cfg", "2.5"]) == 2 and len(seen) == 2  # the shipped shapes: no true CFG
     assert command.main(["eval", "--model", "shapes-flux", "--seeds", "1"]) == 0  # a shipped model by name
     assert seen[-1] == (str(SHIPPED), {"seeds": 1, "device": None, "cfg_scale": 4.0})
+    monkeypatch.setattr(command, "_grid", lambda args: seen.append(args.model))  # grid takes the names too
+    assert command.main(["grid", "--model", "shapes", "--out", "unused.png"]) == 0
+    assert seen[-1] == str(WEIGHTS / "shapes")
 
 
 @pytest.mark.parametrize(("extra", "says"), [(["--seeds", "0"], "--seeds 0"),
-                                            (["--device", "cuda"], "--device cuda")])
+                                            (["--device", "cuda"], "--device cuda"),
+                                            (["--device", "tpu"], "--device tpu")])
 def test_eval_refuses_seeds_and_devices_it_cannot_use_in_one_line(extra, says, monkeypatch, capsys):
     from helpers.shapes import __main__ as command
 

@@ -153,8 +153,13 @@ def _check_eval_args(args) -> None:
 
     if args.seeds < 1:
         raise TutorialError(f"--seeds {args.seeds}: give 1 or more seeds per prompt (8 by default).")
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device is not None and not available.get(torch.device(args.device).type, True):
+    if args.device is None:
+        return
+    try:
+        kind = torch.device(args.device).type
+    except RuntimeError:
+        raise TutorialError(f"--device {args.device}: give cpu, cuda (or cuda:N) or mps.") from None
+    if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind):
         raise TutorialError(f"--device {args.device}: this PyTorch has no such device here; leave --device out for "
                             f"the best available one.")
 
@@ -163,8 +168,6 @@ def _eval(args) -> None:
     from .evaluate import evaluate
 
     _check_eval_args(args)
-    if args.model in ("shapes", "shapes-flux"):  # the shipped models by name, as TUTORIAL_MODEL takes them
-        args.model = str(SHIPPED / args.model)
     if _pipeline_class(Path(args.model)) == "FluxPipeline":
         from . import flux
 
@@ -196,8 +199,8 @@ def _grid(args) -> None:
 
 def _model_arguments(parser) -> None:
     parser.add_argument("--model", default=str(SHIPPED / "shapes"),
-                        help="a shapes or shapes-flux pipeline folder, or the name of a shipped one (default: shapes, "
-                        "the shipped helpers/shapes/weights/shapes)")
+                        help="a shapes or shapes-flux pipeline folder, or the name of a shipped one, which wins over a "
+                        "folder of that name (default: shapes, the shipped helpers/shapes/weights/shapes)")
     parser.add_argument("--vae", default=None,
                         help="its fine-tuned VAE (default: the shapes-vae-ft folder beside --model)")
 
@@ -248,8 +251,7 @@ def main(argv=None) -> int:
     _model_arguments(p)
     p.add_argument("--seeds", type=int, default=8,
                    help="seeds per colour x shape prompt (8); the background prompts use 2")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
-                   help="cpu, cuda or mps (default: the best available)")
+    p.add_argument("--device", default=None, help="cpu, cuda (or cuda:N) or mps (default: the best available)")
     p.add_argument("--true-cfg", type=float, default=None, metavar="SCALE",
                    help="shapes-flux only: the true classifier-free guidance scale of its guided run (4)")
     p.set_defaults(run=_eval)
@@ -260,6 +262,8 @@ def main(argv=None) -> int:
                    help="where to save the grid, replacing a file there (build/shapes-vaes.png)")
     p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
+    if getattr(args, "model", None) in ("shapes", "shapes-flux"):  # a shipped model by name, as TUTORIAL_MODEL
+        args.model = str(SHIPPED / args.model)
     try:
         args.run(args)
     except TutorialError as err:
