@@ -84,7 +84,7 @@ def resolve_model(model: str | None = None, device: str | torch.device | None = 
         return str(path), reason
     if model.count("/") == 1 and _is_hub_id(model):
         return model, reason
-    missing = "no such folder, and not a hub id; " if model.startswith((".", "/", "~")) or "\\" in model else ""
+    missing = "no such folder, and not a hub id; " if "/" in model or "\\" in model else ""  # a path, then
     raise TutorialError(
         f"Unknown model {model!r}: {missing}use {'shapes-flux' if flux else ', '.join(UNET_NAMES)}, "
         f"a hub id such as {REAL_FLUX if flux else REAL_MODEL!r}, or a local folder."

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TutorialError
+from ..models import SHIPPED_NAMES, shapes_folder
 
 SHIPPED = Path(__file__).resolve().parent / "weights"  # the checkpoints the package ships
 
@@ -262,9 +263,9 @@ def main(argv=None) -> int:
                    help="where to save the grid, replacing a file there (build/shapes-vaes.png)")
     p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
-    if getattr(args, "model", None) in ("shapes", "shapes-flux"):  # a shipped model by name, as TUTORIAL_MODEL
-        args.model = str(SHIPPED / args.model)
     try:
+        if getattr(args, "model", None) in SHIPPED_NAMES:  # a shipped model by name, as TUTORIAL_MODEL takes it
+            args.model = str(shapes_folder(args.model))
         args.run(args)
     except TutorialError as err:
         print(f"error: {err}", file=sys.stderr)
